@@ -1,0 +1,48 @@
+"""Discrete learning rules, one module each; registry keys equal module names."""
+
+from __future__ import annotations
+
+import torch
+
+from ..circuit import Circuit
+from ..errors import ConfigError
+from ..network import Network
+from .ao_sdtp import AOSDTP
+from .base import Algorithm, Loss, Step, layer_loss
+from .bp import BP
+from .dfa import DFA
+from .dtp import DTP
+from .fa import FA
+from .fwdtp import FWDTP
+from .sdtp import SDTP
+from .tp import TP
+
+ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP)}
+
+
+def build(circuit: Circuit, n_inputs: int, n_classes: int, device: str | torch.device = "cpu") -> Algorithm:
+    """The network a circuit describes, with its learning rule, on `device`."""
+    cls = ALGORITHMS[circuit.algorithm.name]
+    kind = circuit.feedback.kind
+    if kind is not None and kind != cls.feedback_kind:
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: feedback.kind: {cls.name} uses {cls.feedback_kind!r} feedback, "
+            f"got {kind!r}; leave feedback.kind unset or pick a rule with {kind} feedback"
+        )
+    n_out = circuit.network.expanded()[-1].size
+    if n_out != n_classes:
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.layers: the output layer has {n_out} units but "
+            f"dataset {circuit.data.dataset!r} has {n_classes} classes; expected size {n_classes}"
+        )
+    if circuit.network.input is not None and circuit.network.input != n_inputs:
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.input: {circuit.network.input} does not match dataset "
+            f"{circuit.data.dataset!r}, which has {n_inputs} inputs; expected {n_inputs} (or omit the key)"
+        )
+    net = Network(circuit, n_inputs, with_feedback=cls.uses_feedback_modules)
+    rule = cls(circuit, net, Loss(circuit.loss, n_classes))
+    return rule.to(device)
+
+
+__all__ = ["ALGORITHMS", "Algorithm", "Loss", "Step", "build", "layer_loss"]

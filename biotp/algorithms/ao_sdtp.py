@@ -1,0 +1,26 @@
+"""Auxiliary-output SDTP (Bartunov et al. 2018; seed 004 §2.1, eq. 3)."""
+
+import torch
+
+from ..layers import DenseFeedback, activation, initialise
+from .sdtp import SDTP
+
+
+class AOSDTP(SDTP):
+    """The output population is [o, z], z = σ(R h_{L-1}) fixed random features (R is never
+    trained), and ĥ_{L-1} = h_{L-1} - g_L(o, z) + g_L(ô, z) (seed 004 eq. 3)."""
+
+    name = "ao_sdtp"
+
+    def __init__(self, circuit, net, loss):
+        super().__init__(circuit, net, loss)
+        n_prev, n_aux = net.layers[-2].n_out, self.spec.aux_units
+        g = torch.Generator().manual_seed(circuit.seed + 2)
+        self.register_buffer("R", torch.randn(n_aux, n_prev, generator=g) / n_prev**0.5)
+        self.aux_act = activation(self.spec.aux_activation)
+        top = DenseFeedback(loss.n_classes + n_aux, n_prev, net.feedback[str(net.depth)].act_name)
+        initialise(top.weight, circuit.feedback.init, first=False, generator=g)
+        net.feedback[str(net.depth)] = top
+
+    def top_code(self, h_prev, out):
+        return torch.cat([self.loss.readout(out), self.aux_act(h_prev @ self.R.T)], 1)

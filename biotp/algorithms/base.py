@@ -1,0 +1,91 @@
+"""The interface every discrete learning rule implements, and the global losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..circuit import Circuit
+from ..network import Network
+
+
+class Loss:
+    """The global loss L on the output population h_L, averaged over the batch.
+
+    `readout(h_L)` is what the output population reports to feedback pathways (class
+    probabilities for cross-entropy), and `optimum(y)` = argmin L, the ĥ_L of SDTP
+    (seed 004 Algorithm 1).
+    """
+
+    def __init__(self, kind: str, n_classes: int):
+        self.kind, self.n_classes = kind, n_classes
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        if self.kind == "cross_entropy":
+            return F.cross_entropy(out, y, reduction=reduction)
+        per_example = ((out - self.optimum(y, out.dtype)) ** 2).sum(1)  # seed 002 eq. 3.7 remark
+        return per_example.mean() if reduction == "mean" else per_example.sum()
+
+    def readout(self, out: torch.Tensor) -> torch.Tensor:
+        return out.softmax(1) if self.kind == "cross_entropy" else out
+
+    def optimum(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        return F.one_hot(y, self.n_classes).to(dtype)
+
+
+@dataclass
+class Step:
+    """What one call of `Algorithm.grads` reports (tensors, not synchronised to the host)."""
+
+    loss: torch.Tensor
+    output: torch.Tensor
+    feedback_loss: torch.Tensor | None = None
+
+
+def layer_loss(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """||h - t||², summed over units and averaged over the batch (seed 002 Algorithm 1)."""
+    return ((h - target) ** 2).sum(1).mean()
+
+
+class Algorithm(nn.Module):
+    """One learning rule.  Subclasses set `name` (= module name) and `feedback_kind`, and
+    implement `grads`, which fills `.grad` of the parameters they train for one batch.
+
+    Fixed quantities a rule adds (random feedback matrices, auxiliary features) are buffers
+    of the rule, so checkpoints carry them.
+    """
+
+    name: ClassVar[str]
+    feedback_kind: ClassVar[str] = "none"  # none | random | learned | analytical
+    uses_feedback_modules: ClassVar[bool] = False  # does it need Network.feedback (g_l)?
+
+    def __init__(self, circuit: Circuit, net: Network, loss: Loss):
+        super().__init__()
+        self.circuit, self.spec, self.net, self.loss = circuit, circuit.algorithm, net, loss
+        self.noise = circuit.feedback.noise
+
+    @property
+    def trains_feedback(self) -> bool:
+        return self.feedback_kind == "learned"
+
+    def grads(self, x: torch.Tensor, y: torch.Tensor, *, forward: bool = True, feedback: bool = True) -> Step:
+        raise NotImplementedError
+
+    def forward_params(self) -> list[nn.Parameter]:
+        return self.net.forward_params()
+
+    def feedback_params(self) -> list[nn.Parameter]:
+        return self.net.feedback_params() if self.trains_feedback else []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch-dependent settings: the noise decay σ0 / (1 + e / e0) of seed 002 §3.3."""
+        fb = self.circuit.feedback
+        self.noise = fb.noise / (1 + epoch / fb.noise_decay) if fb.noise_decay else fb.noise
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[-1]

@@ -1,0 +1,86 @@
+"""Target propagation (Bengio 2014; seed 002 §3.1, seed 004 §2.1): the machinery every
+target-propagation rule shares, and vanilla TP itself.
+
+One batch (seed 002 Algorithm 1, seed 004 Algorithm 1):
+  1. forward pass h_l = f_l(h_{l-1});
+  2. targets: ĥ_{L-1} from the loss, then ĥ_{l-1} = propagate(ĥ_l) down to ĥ_1;
+  3. feedback: each trained g_l minimises an inverse loss on noise-corrupted activity;
+  4. forward: f_l (l < L) minimises ||f_l(h_{l-1}) - ĥ_l||², f_L the global loss L.
+All losses are layer-local, so their gradients are computed in one backward pass over
+graphs cut between layers; the result equals one backward pass per loss.
+"""
+
+import torch
+
+from .base import Algorithm, Step, layer_loss
+
+
+class TP(Algorithm):
+    """Vanilla TP: ĥ_{l-1} = g_l(ĥ_l) (seed 002 eq. 3.9); ĥ_{L-1} = h_{L-1} - η̂ ∂L/∂h_{L-1}
+    (seed 002 eq. 3.7 at the penultimate layer, §3.3)."""
+
+    name = "tp"
+    feedback_kind = "learned"
+    uses_feedback_modules = True
+    denoise = False  # inverse loss target: h + ε (noise-preserving) or h (de-noising)
+
+    # ------------------------------------------------------------------ the interface
+    def grads(self, x, y, *, forward=True, feedback=True):
+        hs = self.net(x, local=True)
+        out = hs[-1]
+        loss = self.loss(out, y)
+        total = None
+        if forward:
+            targets = self.targets(hs, y)
+            total = loss + sum(layer_loss(hs[l], t) for l, t in targets.items())
+        fb_loss = None
+        if feedback and self.trains_feedback:
+            fb_loss = self.inverse_loss(hs)
+            total = fb_loss if total is None else total + fb_loss
+        if total is not None:
+            total.backward()
+        return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
+
+    @torch.no_grad()
+    def targets(self, hs: list[torch.Tensor], y: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{l: ĥ_l} for l = 1..L-1, from the top down."""
+        L = len(hs) - 1
+        t = {L - 1: self.top_target(hs, y)}
+        for l in range(L - 1, 1, -1):
+            t[l - 1] = self.propagate(l, hs, t[l])
+        return t
+
+    # --------------------------------------------------------------- the rule's parts
+    def g(self, l: int):
+        return self.net.feedback[str(l)]
+
+    def top_target(self, hs, y):
+        """ĥ_{L-1} = h_{L-1} - η̂ ∂L(h_L, y)/∂h_{L-1}, with L the per-example loss."""
+        h = hs[-2].detach().requires_grad_()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h)
+        return hs[-2] - self.spec.eta_hat * grad
+
+    def propagate(self, l, hs, t_l):
+        """ĥ_{l-1} = g_l(ĥ_l)."""
+        return self.g(l)(t_l)
+
+    def inverse_layers(self, L: int) -> range:
+        """The l whose g_l is trained: all that carry targets, 2..L-1."""
+        return range(2, L)
+
+    def encode(self, l: int, h_prev: torch.Tensor) -> torch.Tensor:
+        """What g_l sees when population l-1 holds `h_prev`: f_l(h_prev)."""
+        return self.net.layers[l - 1](h_prev)
+
+    def inverse_loss(self, hs):
+        """Σ_l ||g_l(f_l(h_{l-1} + ε)) - r||², ε ~ N(0, σ²), r = h_{l-1} + ε (seed 002
+        Algorithm 1) or r = h_{l-1} with `denoise` (seed 004 Algorithm 1)."""
+        total = 0.0
+        for l in self.inverse_layers(len(hs) - 1):
+            h = hs[l - 1].detach()
+            noisy = h + self.noise * torch.randn_like(h)
+            with torch.no_grad():
+                code = self.encode(l, noisy)
+            total = total + layer_loss(self.g(l)(code), h if self.denoise else noisy)
+        return total

@@ -1,0 +1,346 @@
+"""A `Circuit` is the validated, frozen description of a network, its learning rule and its
+training run, parsed from YAML.  It holds no tensors and runs nothing: engines and the fast
+path compile it.
+
+Every block forbids unknown keys, so a typo is an error, never a silently ignored setting.
+Errors name the file, the key path, the offending value and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import Discriminator, Tag, ValidationError, model_validator
+
+from .errors import ConfigError
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "sign", "step")
+
+
+class Spec(BaseModel):
+    """Base of every block: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class DenseLayer(Spec):
+    """f(h) = activation(W transmit(h) + b): a fully connected population."""
+
+    type: Literal["dense"] = "dense"
+    size: PositiveInt
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    bias: bool = True
+    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+
+
+def _layer_type(value: Any) -> str | None:
+    """Layers are tagged by `type`, which defaults to dense."""
+    if isinstance(value, dict):
+        return value.get("type", "dense")
+    return getattr(value, "type", None)
+
+
+LayerSpec = Annotated[Union[Annotated[DenseLayer, Tag("dense")]], Discriminator(_layer_type)]
+
+
+class NetworkSpec(Spec):
+    input: PositiveInt | None = Field(None, description="input size; taken from the dataset if omitted")
+    layers: list[LayerSpec] = Field(min_length=1)
+
+    def expanded(self) -> list[DenseLayer]:
+        """The layer list with every `repeat` unrolled (repeat=1 on each)."""
+        out = []
+        for layer in self.layers:
+            out += [layer.model_copy(update={"repeat": 1})] * layer.repeat
+        return out
+
+
+# ----------------------------------------------------------------------- optimisers
+
+
+class SGD(Spec):
+    name: Literal["sgd"]
+    lr: PositiveFloat
+    momentum: NonNegativeFloat = 0.0
+    dampening: NonNegativeFloat = 0.0
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class RMSprop(Spec):
+    name: Literal["rmsprop"]
+    lr: PositiveFloat
+    alpha: float = Field(0.99, gt=0, lt=1)
+    eps: PositiveFloat = 1e-8
+    momentum: NonNegativeFloat = 0.0
+    centered: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class Adam(Spec):
+    name: Literal["adam"]
+    lr: PositiveFloat
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+    amsgrad: bool = False
+
+
+OptimizerSpec = Annotated[Union[SGD, RMSprop, Adam], Field(discriminator="name")]
+
+INITS = ("orthogonal", "glorot", "farias", "normal")
+
+
+class InitSpec(Spec):
+    """Weight initialisation; biases start at zero.
+
+    `farias` is seed 000 eqs. 9-10: N(0, 48/(35 N)) for the first layer, N(0, 16/(11 N))
+    for the others, N the fan-in.  `normal` uses `std`.  `orthogonal` (seed 002 §3.3) and
+    `glorot` scale by `gain`.
+    """
+
+    scheme: Literal[INITS] = "orthogonal"  # type: ignore[valid-type]
+    gain: PositiveFloat = 1.0
+    std: PositiveFloat = 0.01
+
+
+# ------------------------------------------------------------------------- feedback
+
+FEEDBACK_KINDS = ("learned", "random", "analytical")
+
+
+class FeedbackSpec(Spec):
+    """The feedback pathway g_l: h_l -> h_{l-1} (or the B_l matrices of FA/DFA).
+
+    `kind` defaults to what the algorithm prescribes.  `activation` defaults to the
+    activation of the population g_l projects to.  `noise` is σ of the corruption used by
+    the inverse losses; `noise_decay` e0 gives σ(e) = σ0 / (1 + e / e0) (seed 002 §3.3).
+    """
+
+    kind: Literal[FEEDBACK_KINDS] | None = None  # type: ignore[valid-type]
+    activation: Literal[ACTIVATIONS] | None = None  # type: ignore[valid-type]
+    noise: NonNegativeFloat = 0.1
+    noise_decay: PositiveFloat | None = None
+    init: InitSpec = InitSpec()
+    optimizer: OptimizerSpec = Adam(name="adam", lr=1e-4)
+    random_scale: PositiveFloat = Field(1.0, description="gain of fixed random feedback")
+
+
+# ----------------------------------------------------------------------- algorithms
+
+
+class BP(Spec):
+    name: Literal["bp"]
+
+
+class FA(Spec):
+    name: Literal["fa"]
+
+
+class DFA(Spec):
+    name: Literal["dfa"]
+
+
+class TP(Spec):
+    """Vanilla target propagation; the penultimate target is a gradient step (seed 002 eq. 3.7)."""
+
+    name: Literal["tp"]
+    eta_hat: PositiveFloat = 0.1
+
+
+class DTP(Spec):
+    name: Literal["dtp"]
+    eta_hat: PositiveFloat = Field(0.1, description="step of the penultimate target, seed 002 eq. 3.7")
+
+
+class SDTP(Spec):
+    name: Literal["sdtp"]
+
+
+class AOSDTP(Spec):
+    name: Literal["ao_sdtp"]
+    aux_units: PositiveInt = 512
+    aux_activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+
+
+class FWDTP(Spec):
+    name: Literal["fwdtp"]
+    eta_hat: PositiveFloat = 0.1
+
+
+AlgorithmSpec = Annotated[
+    Union[BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP],
+    Field(discriminator="name"),
+]
+
+# --------------------------------------------------------------------- data, schedule
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32", "synthetic")
+
+
+class SyntheticSpec(Spec):
+    n_inputs: PositiveInt = 20
+    n_classes: PositiveInt = 4
+    n_train: PositiveInt = 1000
+    n_test: PositiveInt = 200
+    hidden: PositiveInt = 32
+
+
+class DataSpec(Spec):
+    dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
+    batch_size: PositiveInt = 32
+    val_split: Annotated[float, Field(ge=0)] = 0.1
+    limit: PositiveInt | None = Field(None, description="use only this many train/test examples")
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+    @model_validator(mode="after")
+    def _fraction_or_count(self):
+        if self.val_split >= 1 and self.val_split != int(self.val_split):
+            raise ValueError(f"val_split must be a fraction in [0, 1) or a whole count, got {self.val_split}")
+        return self
+
+
+class ScheduleSpec(Spec):
+    """`parallel`: forward and feedback weights change on every batch.
+    `alternating`: each epoch is one pass training the feedback weights, then one pass
+    training the forward weights (seed 004 §2.1, as in Lee et al.'s code)."""
+
+    epochs: PositiveInt = 5
+    feedback_training: Literal["parallel", "alternating"] = "parallel"
+    feedback_warmup_epochs: Annotated[int, Field(ge=0)] = 0
+
+
+class Circuit(Spec):
+    """The whole description: network, feedback, learning rule, optimisers, data, schedule."""
+
+    name: str = "circuit"
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    network: NetworkSpec
+    loss: Literal["cross_entropy", "mse"] = "cross_entropy"
+    algorithm: AlgorithmSpec = BP(name="bp")
+    optimizer: OptimizerSpec = Adam(name="adam", lr=1e-3)
+    init: InitSpec = InitSpec()
+    feedback: FeedbackSpec = FeedbackSpec()
+    data: DataSpec = DataSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    source: str | None = Field(None, exclude=True, description="file this circuit was read from")
+
+    def to_yaml(self) -> str:
+        """The resolved configuration, every default filled in, as YAML text."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def with_updates(self, *assignments: str) -> "Circuit":
+        """A copy with `key.path=value` assignments applied (values parsed as YAML)."""
+        data = self.model_dump(mode="json")
+        for item in assignments:
+            apply_assignment(data, item, self.source or "<circuit>")
+        return parse_circuit(data, self.source or "<circuit>")
+
+    def with_algorithm(self, name: str) -> "Circuit":
+        """A copy running algorithm `name`; hyperparameters it shares with the current one
+        are kept, the others take their defaults."""
+        data = self.model_dump(mode="json")
+        model = _algorithm_model(name, self.source)
+        kept = {k: v for k, v in data["algorithm"].items() if k in model.model_fields and k != "name"}
+        data["algorithm"] = {"name": name, **kept}
+        return parse_circuit(data, self.source or "<circuit>")
+
+
+def _algorithm_model(name: str, source: str | None) -> type[Spec]:
+    models = {m.model_fields["name"].annotation.__args__[0]: m for m in AlgorithmSpec.__origin__.__args__}
+    if name not in models:
+        raise ConfigError(
+            f"{source or '<command line>'}: algorithm: unknown name {name!r}; expected one of "
+            + ", ".join(sorted(models))
+        )
+    return models[name]
+
+
+def algorithm_names() -> list[str]:
+    return [m.model_fields["name"].annotation.__args__[0] for m in AlgorithmSpec.__origin__.__args__]
+
+
+# ----------------------------------------------------------------- parsing, errors
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `biotp inspect --schema`)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {value!r}"
+        lines.append(f"{source}: {loc or '<top>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen union member (e.g. 'adam', 'dense') in the location path
+    return isinstance(part, str) and part in {"sgd", "rmsprop", "adam", "dense"} | set(algorithm_names())
+
+
+def parse_circuit(data: Any, source: str = "<circuit>") -> Circuit:
+    """Validate a mapping (e.g. parsed YAML) into a `Circuit`; errors name `source`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of circuit keys at the top level, got {type(data).__name__}")
+    try:
+        return Circuit.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_circuit(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Circuit:
+    """Read a circuit YAML file and apply `key.path=value` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read circuit file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = copy.deepcopy(data) if data is not None else {}
+    if isinstance(data, dict):
+        data.pop("source", None)
+        for item in overrides:
+            apply_assignment(data, item, str(path))
+    return parse_circuit(data, str(path))
+
+
+def apply_assignment(data: dict, item: str, source: str) -> None:
+    """Apply one `a.b.0.c=value` assignment to nested dicts/lists in place."""
+    if "=" not in item:
+        raise ConfigError(f"{source}: --set {item!r}: expected key.path=value")
+    path, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    keys = path.strip().split(".")
+    node: Any = data
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        where = ".".join(keys[: i + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"{source}: --set {path}: {where}: expected an index below {len(node)}, got {key!r}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"{source}: --set {path}: {where}: cannot index into {node!r}")
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                node[key] = {}
+            node = node[key]
