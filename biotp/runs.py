@@ -1,0 +1,168 @@
+"""Run files: one run, one HDF5 file, written atomically.
+
+Layout (readable by any HDF5 tool):
+  /                 attrs: biotp_version, seed, command, created, circuit_yaml, kind, ...
+  /metrics/<name>   1-D float64 per epoch (epoch, train_loss, ..., angle_<layer>)
+  /traces/<population>/<variable>   [time, example, neuron], attrs: times, time_unit, unit
+  /checkpoint/...   parameters, optimiser state, RNG state; attrs: epoch
+  /<any>/...        further groups (settling residuals, sweeps) as nested mappings
+
+The file is written whole to `<name>.tmp-<pid>` and renamed over the old one, so an
+interrupted write never leaves a corrupt run file: the last complete version survives.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from .errors import BiotpError
+
+Tree = Mapping[str, Any]  # leaves: arrays, or Leaf(array, attrs); inner nodes: mappings
+
+
+@dataclass
+class Leaf:
+    """An array with HDF5 attributes (e.g. a trace with its times and units)."""
+
+    data: Any
+    attrs: dict = field(default_factory=dict)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as v
+
+    try:
+        return v("biotp")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def run_attrs(circuit, command: str | None = None, **extra) -> dict:
+    """The root attributes every run file carries."""
+    return {
+        "biotp_version": version(),
+        "seed": circuit.seed,
+        "command": command if command is not None else " ".join(sys.argv),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "circuit_yaml": circuit.to_yaml(),
+        **extra,
+    }
+
+
+def _as_array(value) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _write_tree(group: h5py.Group, tree: Tree) -> None:
+    for key, value in tree.items():
+        key = str(key)
+        if isinstance(value, Mapping):
+            _write_tree(group.require_group(key), value)
+            continue
+        attrs = {}
+        if isinstance(value, Leaf):
+            value, attrs = value.data, value.attrs
+        arr = _as_array(value)
+        kwargs = {"compression": "gzip", "compression_opts": 4} if arr.size > 4096 else {}
+        ds = group.create_dataset(key, data=arr, **kwargs)
+        for k, v in attrs.items():
+            ds.attrs[k] = v
+
+
+def write_run(path: str | Path, attrs: Mapping[str, Any], tree: Tree) -> Path:
+    """Write the whole run file atomically: temporary file, flush, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v if v is not None else ""
+            _write_tree(f, tree)
+            f.flush()
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _read_tree(group: h5py.Group) -> dict:
+    out = {}
+    for key, item in group.items():
+        if isinstance(item, h5py.Group):
+            out[key] = _read_tree(item)
+        else:
+            data = item[()]
+            out[key] = Leaf(data, dict(item.attrs)) if len(item.attrs) else data
+    return out
+
+
+@dataclass
+class Run:
+    """A run file read back: root attributes and every group as nested dicts of arrays."""
+
+    path: Path
+    attrs: dict
+    groups: dict
+
+    @property
+    def metrics(self) -> dict[str, np.ndarray]:
+        return self.groups.get("metrics", {})
+
+    @property
+    def traces(self) -> dict:
+        return self.groups.get("traces", {})
+
+    @property
+    def checkpoint(self) -> dict:
+        return self.groups.get("checkpoint", {})
+
+    @property
+    def circuit(self):
+        from .circuit import parse_circuit
+        import yaml
+
+        return parse_circuit(yaml.safe_load(self.attrs["circuit_yaml"]), f"{self.path}:/circuit_yaml")
+
+    def metrics_table(self) -> str:
+        """The per-epoch metrics as an aligned text table."""
+        names = list(self.metrics)
+        if not names:
+            return "(no metrics)"
+        rows = [names] + [
+            [_fmt(self.metrics[n][i]) for n in names] for i in range(len(self.metrics[names[0]]))
+        ]
+        widths = [max(len(r[j]) for r in rows) for j in range(len(names))]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def _fmt(x) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e9 else f"{x:.4g}"
+
+
+def open_run(path: str | Path) -> Run:
+    """Read a run file written by biotp (or any file with the same layout)."""
+    path = Path(path)
+    if not path.exists():
+        raise BiotpError(f"{path}: no such run file")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            groups = _read_tree(f)
+    except OSError as err:
+        raise BiotpError(f"{path}: not a readable HDF5 run file ({err})") from None
+    return Run(path, attrs, groups)
