@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
@@ -18,7 +18,7 @@ from pydantic import Discriminator, Tag, ValidationError, model_validator
 
 from .errors import ConfigError
 
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "sign", "step")
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "sign", "step", "leaky_relu")
 
 
 class Spec(BaseModel):
@@ -47,11 +47,114 @@ def _layer_type(value: Any) -> str | None:
     return getattr(value, "type", None)
 
 
-LayerSpec = Annotated[Union[Annotated[DenseLayer, Tag("dense")]], Discriminator(_layer_type)]
+class _Layer(Spec):
+    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+
+
+Padding = Union[Literal["same"], Annotated[int, Field(ge=0)]]
+
+
+class ConvLayer(_Layer):
+    """f(h) = [maxpool_p] activation(W * h + b): a convolution, optionally followed by max-pooling
+    with window = stride = `pool` (the conv+pool block of seed 003 eq. 42, one population).
+    `padding: same` is kernel // 2 (shape kept at stride 1)."""
+
+    type: Literal["conv"] = "conv"
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    padding: Padding = "same"
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    bias: bool = True
+    pool: PositiveInt | None = None
+
+
+class LocalLayer(_Layer):
+    """A locally connected layer: a convolution with untied weights (seed 004 §5.2, §5.4, Table 3)."""
+
+    type: Literal["local"] = "local"
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    padding: Padding = "same"
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    bias: bool = True
+
+
+class MaxPoolLayer(_Layer):
+    """Max-pooling over `kernel` x `kernel` windows, step `stride` (default: kernel); seed 003 eq. 21."""
+
+    type: Literal["maxpool"] = "maxpool"
+    kernel: PositiveInt = 2
+    stride: PositiveInt | None = None
+
+
+class LayerNormLayer(_Layer):
+    """Normalisation over the last axis (seed 003 eqs. 30-33), optionally with a learned gain and shift."""
+
+    type: Literal["layernorm"] = "layernorm"
+    affine: bool = False
+    eps: PositiveFloat = 1e-5
+
+
+class GAPLayer(_Layer):
+    """Global average pooling (seed 003 eq. 36): [C, H, W] -> [C], or tokens [S, C] -> [C]."""
+
+    type: Literal["gap"] = "gap"
+
+
+class FlattenLayer(_Layer):
+    """Reshape to a vector (a dense layer after a spatial one flattens by itself)."""
+
+    type: Literal["flatten"] = "flatten"
+
+
+class PatchEmbedLayer(_Layer):
+    """MLP-Mixer stem: non-overlapping `patch` x `patch` patches linearly embedded into `channels`,
+    giving tokens [S, C] (a convolution with kernel = stride = patch)."""
+
+    type: Literal["patch_embed"] = "patch_embed"
+    patch: PositiveInt
+    channels: PositiveInt
+    activation: Literal[ACTIVATIONS] = "linear"  # type: ignore[valid-type]
+    bias: bool = True
+
+
+class MixerLayer(_Layer):
+    """An MLP-Mixer block on tokens [S, C] (seed 003 eqs. 44-47): token mixing
+    x + Act(FC(Norm(x))ᵀ)ᵀ (with `token_hidden`: FC∘Act∘FC), then channel mixing
+    x + FC(Act(FC(Norm(x)))).  `split`: each of the two skip blocks is its own population
+    carrying a target (seed 003 "fundamental units"); otherwise the block is one population."""
+
+    type: Literal["mixer"] = "mixer"
+    token_hidden: PositiveInt | None = None
+    channel_hidden: PositiveInt
+    activation: Literal[ACTIVATIONS] = "leaky_relu"  # type: ignore[valid-type]
+    affine: bool = True
+    split: bool = True
+
+
+LAYER_TYPES = ("dense", "conv", "local", "maxpool", "layernorm", "gap", "flatten", "patch_embed", "mixer")
+
+LayerSpec = Annotated[
+    Union[
+        Annotated[DenseLayer, Tag("dense")],
+        Annotated[ConvLayer, Tag("conv")],
+        Annotated[LocalLayer, Tag("local")],
+        Annotated[MaxPoolLayer, Tag("maxpool")],
+        Annotated[LayerNormLayer, Tag("layernorm")],
+        Annotated[GAPLayer, Tag("gap")],
+        Annotated[FlattenLayer, Tag("flatten")],
+        Annotated[PatchEmbedLayer, Tag("patch_embed")],
+        Annotated[MixerLayer, Tag("mixer")],
+    ],
+    Discriminator(_layer_type),
+]
 
 
 class NetworkSpec(Spec):
-    input: PositiveInt | None = Field(None, description="input size; taken from the dataset if omitted")
+    input: PositiveInt | list[PositiveInt] | None = Field(
+        None, description="input size, or shape such as [1, 28, 28]; taken from the dataset if omitted")
     layers: list[LayerSpec] = Field(min_length=1)
 
     def expanded(self) -> list[DenseLayer]:
@@ -175,8 +278,23 @@ class FWDTP(Spec):
     eta_hat: PositiveFloat = 0.1
 
 
+class TJML(Spec):
+    """DTP through the analytical feedback G* of seed 003 Algorithm 2 (no feedback training).
+
+    `eta_hat` is β of the output target t_L = h_L - β ∂L/∂h_L.  `condition`: transpose (TJMC,
+    the paper's method), pseudo_inverse (PJMC) or inverse (IJMC, square invertible layers).
+    `activation_feedback`: varsigma (eqs. 26-27) or hadamard (σ'(x) ⊙ t, eq. 29).
+    `layernorm_feedback`: frozen_s (eqs. 30-35) or exact (the transpose including ∂s/∂x)."""
+
+    name: Literal["tjml"]
+    eta_hat: PositiveFloat = 0.01
+    condition: Literal["transpose", "pseudo_inverse", "inverse"] = "transpose"
+    activation_feedback: Literal["varsigma", "hadamard"] = "varsigma"
+    layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"
+
+
 AlgorithmSpec = Annotated[
-    Union[BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP],
+    Union[BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML],
     Field(discriminator="name"),
 ]
 
@@ -277,16 +395,51 @@ def _format_errors(err: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see `biotp inspect --schema`)"
+            allowed = _allowed_keys(e["loc"][:-1])
+            msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {value!r}"
         lines.append(f"{source}: {loc or '<top>'}: {msg}{shown}")
     return "\n".join(lines)
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The Spec classes an annotation can hold (through Optional, Union, Annotated, list)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys the block at `loc` accepts, for the unknown-key message."""
+    candidates: list[type[BaseModel]] = [Circuit]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        tagged = [m for m in candidates if _tag_of(m) == part]
+        if tagged:
+            candidates = tagged
+            continue
+        fields = [m.model_fields[part] for m in candidates if part in m.model_fields]
+        if not fields:
+            return []
+        candidates = _models_in(fields[0].annotation)
+    if len(candidates) != 1:
+        return []
+    return [k for k in candidates[0].model_fields if k != "source"]
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    for key in ("name", "type"):
+        field = model.model_fields.get(key)
+        if field is not None and getattr(field.annotation, "__args__", None):
+            return field.annotation.__args__[0]
+    return None
+
+
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the chosen union member (e.g. 'adam', 'dense') in the location path
-    return isinstance(part, str) and part in {"sgd", "rmsprop", "adam", "dense"} | set(algorithm_names())
+    return isinstance(part, str) and part in {"sgd", "rmsprop", "adam", *LAYER_TYPES} | set(algorithm_names())
 
 
 def parse_circuit(data: Any, source: str = "<circuit>") -> Circuit:

@@ -1,0 +1,254 @@
+"""Training a circuit with its discrete learning rule (the torch fast path).
+
+Per epoch: shuffle (seeded by seed and epoch, so a resumed run sees the same order), train
+(parallel: forward and feedback weights on every batch; alternating: a feedback pass, then a
+forward pass, seed 004 §2.1), evaluate, and rewrite the run file atomically with the metrics
+and a checkpoint.  A resumed run restores parameters, optimiser state and the RNG, so it
+reproduces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from .algorithms import Algorithm, build
+from .circuit import Circuit
+from .errors import BiotpError, DivergenceError
+from .metrics import bp_angles, error_rate
+from .runs import Run, open_run, run_attrs, write_run
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+
+
+def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
+    """A torch optimiser from an optimiser spec (every field of the spec is passed on)."""
+    params = list(params)
+    if not params:
+        return None
+    kwargs = spec.model_dump(exclude={"name"})
+    return OPTIMIZERS[spec.name](params, **kwargs)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BiotpError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return torch.device(device)
+
+
+class Session:
+    """A rule, its optimisers and data on a device: the state a run file checkpoints."""
+
+    def __init__(self, circuit: Circuit, *, data_dir=None, device=None):
+        self.circuit = circuit
+        self.device = pick_device(device)
+        d = circuit.data
+        splits = datasets.load(
+            d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+            synthetic=d.synthetic.model_dump(),
+        )
+        self.train, self.val, self.test = (
+            (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
+        )
+        self.n_classes = splits.train.n_classes
+        torch.manual_seed(circuit.seed)
+        self.rule: Algorithm = build(circuit, self.train[0].shape[1], self.n_classes, self.device)
+        self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
+        self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
+
+    # ------------------------------------------------------------------ training
+    def batches(self, epoch: int):
+        x, y = self.train
+        g = torch.Generator().manual_seed(self.circuit.seed * 100_003 + epoch)
+        order = torch.randperm(len(x), generator=g).to(self.device)
+        bs = self.circuit.data.batch_size
+        for i in range(0, len(x), bs):
+            idx = order[i : i + bs]
+            yield x[idx], y[idx]
+
+    def passes(self, epoch: int) -> list[tuple[bool, bool]]:
+        """(train forward, train feedback) for each pass over the data in this epoch."""
+        sched, fb = self.circuit.schedule, self.rule.trains_feedback
+        if fb and epoch <= sched.feedback_warmup_epochs:
+            return [(False, True)]
+        if fb and sched.feedback_training == "alternating":
+            return [(False, True), (True, False)]
+        return [(True, fb)]
+
+    def run_epoch(self, epoch: int, progress: bool = False) -> None:
+        self.rule.set_epoch(epoch - 1)
+        self.rule.train()
+        passes = self.passes(epoch)
+        n_batches = -(-len(self.train[0]) // self.circuit.data.batch_size)
+        bar = tqdm(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress)
+        for forward, feedback in passes:
+            for step, (x, y) in enumerate(self.batches(epoch), start=1):
+                self.rule.zero_grad(set_to_none=True)
+                result = self.rule.grads(x, y, forward=forward, feedback=feedback)
+                self.check_finite(result, x, epoch, step)
+                if forward:
+                    self.opt_forward.step()
+                if feedback and self.opt_feedback is not None:
+                    self.opt_feedback.step()
+                bar.update()
+        bar.close()
+
+    def check_finite(self, result, x, epoch: int, step: int) -> None:
+        """Stop on NaN/inf, naming the first layer where it appears."""
+        bad = [v for v in (result.loss, result.feedback_loss) if v is not None and not torch.isfinite(v)]
+        if not bad:
+            return
+        where = "the loss"
+        with torch.no_grad():
+            for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:]):
+                if not torch.isfinite(h).all():
+                    where = f"the activity of {name}"
+                    break
+            for pname, p in self.rule.named_parameters():
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    where = f"the update of {_friendly(pname)}"
+                if not torch.isfinite(p).all():
+                    where = f"{_friendly(pname)}"
+                if "activity" not in where and where != "the loss":
+                    break
+        raise DivergenceError(
+            f"training diverged at epoch {epoch}, step {step}: {where} is not finite (NaN/inf); "
+            f"lower the learning rate or eta_hat"
+        )
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.rule.eval()
+        x, y = self.train
+        losses = [float(self.rule.loss(self.rule.predict(x[i : i + 1000]), y[i : i + 1000], "sum")) for i in range(0, len(x), 1000)]
+        return {
+            "train_loss": sum(losses) / len(x),
+            "train_error": error_rate(self.rule.predict, *self.train),
+            "val_error": error_rate(self.rule.predict, *self.val) if len(self.val[0]) else float("nan"),
+            "test_error": error_rate(self.rule.predict, *self.test),
+        }
+
+    def angles(self) -> dict[str, float]:
+        """Angle to BP per layer on a fixed training batch (the first of epoch 0's order)."""
+        x, y = next(self.batches(0))
+        return {f"angle_{k}": v for k, v in bp_angles(self.rule, x, y).items()}
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self, epoch: int) -> dict:
+        tree = {"model": {k: v for k, v in self.rule.state_dict().items()}, "rng": torch.get_rng_state()}
+        for name, opt in (("opt_forward", self.opt_forward), ("opt_feedback", self.opt_feedback)):
+            if opt is not None:
+                tree[name] = _optimizer_tree(opt)
+        tree["epoch"] = np.int64(epoch)
+        return tree
+
+    def load_state(self, tree: dict) -> int:
+        model = {k: torch.as_tensor(np.asarray(v)) for k, v in tree["model"].items()}
+        self.rule.load_state_dict(model)
+        torch.set_rng_state(torch.as_tensor(np.asarray(tree["rng"]), dtype=torch.uint8))
+        for name, opt in (("opt_forward", self.opt_forward), ("opt_feedback", self.opt_feedback)):
+            if opt is not None and name in tree:
+                opt.load_state_dict(_optimizer_from_tree(tree[name]))
+        return int(tree["epoch"])
+
+
+def _friendly(param_name: str) -> str:
+    """net.layers.2.weight -> layer3.weight; net.feedback.3.weight -> feedback g3.weight."""
+    parts = param_name.split(".")
+    if parts[:2] == ["net", "layers"]:
+        return f"layer{int(parts[2]) + 1}." + ".".join(parts[3:])
+    if parts[:2] == ["net", "feedback"]:
+        return f"feedback g{parts[2]}." + ".".join(parts[3:])
+    return param_name
+
+
+def _optimizer_tree(opt: torch.optim.Optimizer) -> dict:
+    sd = opt.state_dict()
+    state = {str(i): {k: v for k, v in s.items() if v is not None} for i, s in sd["state"].items()}
+    return {"state": state, "param_groups": np.bytes_(json.dumps(sd["param_groups"]))}
+
+
+def _optimizer_from_tree(tree: dict) -> dict:
+    groups = tree["param_groups"]
+    groups = json.loads(groups.decode() if isinstance(groups, bytes) else str(groups))
+    for g in groups:  # JSON turns tuples into lists
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    state = {
+        int(i): {k: torch.as_tensor(np.asarray(v)) for k, v in s.items()} for i, s in tree.get("state", {}).items()
+    }
+    return {"state": state, "param_groups": groups}
+
+
+def train(
+    circuit: Circuit | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    epochs: int | None = None,
+    data_dir=None,
+    device: str | None = None,
+    track_angles: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    log=None,
+) -> Run | dict:
+    """Train `circuit` (or continue the run file `resume`) and return the run.
+
+    Writes the run file `out` (default: the resumed file) after every epoch.  Without `out`
+    nothing is written and the metrics come back as a dict of arrays.
+    """
+    metrics: dict[str, list] = defaultdict(list)
+    start = 1
+    if resume is not None:
+        previous = open_run(resume)
+        circuit = circuit or previous.circuit
+        out = out or resume
+        track_angles = track_angles or any(k.startswith("angle_") for k in previous.metrics)
+        for k, v in previous.metrics.items():
+            metrics[k] = list(np.asarray(v))
+    if circuit is None:
+        raise BiotpError("train: give a circuit or a run file to resume")
+    if epochs is not None:
+        circuit = circuit.with_updates(f"schedule.epochs={epochs}")
+    session = Session(circuit, data_dir=data_dir, device=device)
+    if resume is not None:
+        if "checkpoint" not in previous.groups:
+            raise BiotpError(f"{resume}: no /checkpoint group to resume from")
+        start = session.load_state(previous.checkpoint) + 1
+    attrs = run_attrs(circuit, command, kind="train", algorithm=circuit.algorithm.name, device=str(session.device))
+    total = circuit.schedule.epochs
+    bar = tqdm(range(start, total + 1), desc=f"{circuit.name} [{circuit.algorithm.name}]", disable=not progress, initial=start - 1, total=total)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        try:
+            session.run_epoch(epoch, progress=progress)
+        except DivergenceError as err:
+            kept = f"; the run file {out} keeps the last good checkpoint (epoch {epoch - 1})" if out and epoch > 1 else ""
+            raise DivergenceError(f"{err}{kept}") from None
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, **session.evaluate(), "seconds": seconds}
+        if track_angles:
+            row.update(session.angles())
+        for k, v in row.items():
+            metrics[k].append(v)
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_error']:.4f}", test=f"{row['test_error']:.4f}")
+        if log is not None:
+            log(row)
+        if out is not None:
+            tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}, "checkpoint": session.state(epoch)}
+            write_run(out, attrs, tree)
+    if out is not None:
+        return open_run(out)
+    return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
