@@ -1,0 +1,113 @@
+"""The `dynamics:` block of a circuit: time constants (with units), phases, the target
+relaxation, plasticity, solver and recordings of the continuous-time model.
+
+Example (circuits/mlp.yaml)::
+
+    dynamics:
+      tau_f: 2 ms              # forward settling  τ_f dh/dt = -h + f(W h_prev + b)
+      tau_t: 2 ms              # target relaxation time constant
+      dt: 0.1 ms
+      forward_phase: 20 ms     # per example: forward phase, then target phase
+      target_phase: 20 ms
+      relaxation: difference   # gradient | difference | inverse_output | inverse_input
+      schedule: parallel       # parallel | layerwise
+      target: {mode: nudged, beta: 0.1}     # nudged | clamped | gradient_step
+      plasticity: {rule: dtp1, eta: 0.1, gamma: 0 Hz, influence: false}
+      feedback_plasticity: {rule: fixed}    # decoder | inverse_loss | fixed
+      solver: euler            # euler | rk4
+      stop: steady             # steady (‖dy/dt‖ < atol + rtol‖y‖) | fixed
+      record: {layer1: [h, t], layer3: [h, t]}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+
+from biotp.circuit import Spec
+
+from .units import Frequency, Time
+
+RELAXATIONS = ("gradient", "difference", "inverse_output", "inverse_input")
+VARIABLES = ("h", "t", "u")
+
+
+class TargetSpec(Spec):
+    """The top target, set as a step at the onset of the target phase.
+
+    `nudged`: t_L = h_L - β ∂L/∂h_L (seed 001 eq. target-prop).  `clamped`: t_L = argmin L
+    (the one-hot label).  `gradient_step`: the penultimate target t_{L-1} = h_{L-1} -
+    β ∂L/∂h_{L-1} (seed 002 eq. 3.7 with η̂ = β, DTP's top target); t_L stays at h_L.
+    """
+
+    mode: Literal["nudged", "clamped", "gradient_step"] = "nudged"
+    beta: PositiveFloat = 0.1
+
+
+class PlasticitySpec(Spec):
+    """Online plasticity of the forward weights during the target phase (seed 001 §9):
+    dW_l/dt = η(-γ W_l + (dt_l/dt) n_{l-1}ᵀ), n_{l-1} = h_{l-1}/‖h_{l-1}‖² (DTP1
+    normalisation, eq. delta-dtp-regular).  `influence` rescales each example's phase
+    change by ‖t_L-h_L‖²/‖t_l-h_l‖² when the phase ends (seed 001 §8, the DTP update)."""
+
+    rule: Literal["dtp1", "none"] = "none"
+    eta: NonNegativeFloat = 0.1
+    gamma: Frequency = Field(0.0, description="weight decay rate γ, e.g. '0 Hz'")
+    influence: bool = False
+
+
+class FeedbackPlasticitySpec(Spec):
+    """Feedback weights Ω_l of g_l, updated once per example after the forward phase.
+
+    `decoder`: Ω_l += β(h_{l-1} - g_l(h_l)) σ(h_l)ᵀ/‖σ(h_l)‖ (seed 001 §10 algorithm box).
+    `inverse_loss`: one gradient step of size β on ‖g_l(f_l(h_{l-1}+ε)) - (h_{l-1}+ε)‖²,
+    ε ~ N(0, noise²) (seed 002 Algorithm 1).  `fixed`: no change.
+    """
+
+    rule: Literal["decoder", "inverse_loss", "fixed"] = "fixed"
+    beta: PositiveFloat = 0.01
+    noise: NonNegativeFloat = 0.1
+
+
+class DynamicsSpec(Spec):
+    """The continuous-time model of a circuit (DESIGN.md "The continuous-time model")."""
+
+    tau_f: Time = Field(2e-3, description="forward time constant τ_f")
+    tau_t: Time = Field(2e-3, description="target time constant τ_t")
+    dt: Time = Field(1e-4, description="integration step")
+    forward_phase: Time = Field(20e-3, description="duration of the forward phase")
+    target_phase: Time = Field(20e-3, description="duration of the target phase")
+    relaxation: Literal[RELAXATIONS] = "difference"  # type: ignore[valid-type]
+    schedule: Literal["parallel", "layerwise"] = "parallel"
+    target: TargetSpec = TargetSpec()
+    plasticity: PlasticitySpec = PlasticitySpec()
+    feedback_plasticity: FeedbackPlasticitySpec = FeedbackPlasticitySpec()
+    solver: Literal["euler", "rk4"] = "euler"
+    stop: Literal["steady", "fixed"] = "fixed"
+    atol: PositiveFloat = 1e-6
+    rtol: PositiveFloat = 1e-5
+    dtype: Literal["float32", "float64"] = "float32"
+    record: dict[str, list[Literal[VARIABLES]]] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="population -> variables, e.g. {layer1: [h, t]}"
+    )
+    record_dt: Time | None = Field(None, description="sampling interval of traces (default dt)")
+
+    @model_validator(mode="after")
+    def _grid(self):
+        for key in ("forward_phase", "target_phase", "record_dt"):
+            value = getattr(self, key)
+            if value is not None and abs(value / self.dt - round(value / self.dt)) > 1e-6:
+                raise ValueError(f"{key} = {value!r} s must be a whole number of steps dt = {self.dt!r} s")
+        every = self.record_every
+        for key in ("forward_phase", "target_phase"):
+            if self.steps(getattr(self, key)) % every:
+                raise ValueError(f"{key} must be a whole number of record_dt = {every} steps")
+        return self
+
+    def steps(self, duration: float) -> int:
+        return int(round(duration / self.dt))
+
+    @property
+    def record_every(self) -> int:
+        return 1 if self.record_dt is None else self.steps(self.record_dt)
