@@ -335,6 +335,9 @@ class ScheduleSpec(Spec):
     feedback_warmup_epochs: Annotated[int, Field(ge=0)] = 0
 
 
+from .dynamics.spec import DynamicsSpec  # noqa: E402  (after Spec: no import cycle)
+
+
 class Circuit(Spec):
     """The whole description: network, feedback, learning rule, optimisers, data, schedule."""
 
@@ -349,6 +352,7 @@ class Circuit(Spec):
     feedback: FeedbackSpec = FeedbackSpec()
     data: DataSpec = DataSpec()
     schedule: ScheduleSpec = ScheduleSpec()
+    dynamics: DynamicsSpec | None = None
     source: str | None = Field(None, exclude=True, description="file this circuit was read from")
 
     def to_yaml(self) -> str:
