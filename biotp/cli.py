@@ -103,7 +103,7 @@ def cmd_train(args) -> int:
         out = f"runs/{circuit.name}-{circuit.algorithm.name}.h5"
     run = train(circuit, out=out, resume=args.resume, epochs=args.epochs, data_dir=args.data_dir,
                 device=args.device, track_angles=args.track_angles, progress=not args.quiet,
-                command=shlex.join(["biotp", *sys.argv[1:]]))
+                command=shlex.join(["biotp", *args.argv]))
     print(run.metrics_table())
     print(f"\nrun file: {run.path}")
     return 0
@@ -145,7 +145,9 @@ def cmd_data_fetch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded in run files as the command
     try:
         return args.func(args)
     except BiotpError as err:

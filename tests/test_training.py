@@ -1,0 +1,139 @@
+"""Training end to end on real data (digits): every rule learns, runs repeat, resume equals
+an uninterrupted run, divergence stops with a clear message, run files are atomic."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import biotp
+from biotp import runs
+from biotp.algorithms import ALGORITHMS
+from biotp.errors import DivergenceError
+from biotp.training import Session, make_optimizer, train
+
+QUICK = ["data.limit=600", "data.batch_size=32"]
+
+RULES = ["bp", "fa", "dfa", "tp", "dtp", "sdtp", "ao_sdtp", "fwdtp"]
+
+
+@pytest.fixture(scope="module")
+def circuit():
+    return biotp.load_circuit("circuits/mlp.yaml", QUICK)
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_every_rule_lowers_the_training_loss_on_digits(circuit, name):
+    c = circuit.with_algorithm(name)
+    session = Session(c)
+    before = session.evaluate()
+    metrics = train(c, epochs=4, progress=False)
+    assert metrics["train_loss"][-1] < 0.6 * before["train_loss"], (name, before, metrics["train_loss"])
+    assert metrics["train_error"][-1] < 0.5 * before["train_error"]
+
+
+def test_every_registered_rule_is_covered():
+    assert set(RULES) <= set(ALGORITHMS)
+
+
+def _same_metrics(a, b):
+    for key in a:
+        if key != "seconds":
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_same_seed_same_metrics(circuit):
+    c = circuit.with_updates("schedule.feedback_training=alternating")
+    _same_metrics(train(c, epochs=2, progress=False), train(c, epochs=2, progress=False))
+    other = train(c.with_updates("seed=1"), epochs=2, progress=False)
+    assert not np.array_equal(other["train_loss"], train(c, epochs=2, progress=False)["train_loss"])
+
+
+@pytest.mark.parametrize("schedule", ["parallel", "alternating"])
+def test_resume_equals_uninterrupted(tmp_path, circuit, schedule):
+    c = circuit.with_updates(f"schedule.feedback_training={schedule}", "feedback.noise_decay=2")
+    whole = train(c, epochs=4, out=tmp_path / "whole.h5", progress=False, track_angles=True)
+    train(c, epochs=2, out=tmp_path / "part.h5", progress=False, track_angles=True)
+    resumed = train(resume=tmp_path / "part.h5", epochs=4, progress=False)
+    assert list(resumed.metrics["epoch"]) == [1, 2, 3, 4]
+    _same_metrics(whole.metrics, resumed.metrics)
+    for key, value in whole.checkpoint["model"].items():
+        np.testing.assert_array_equal(value, resumed.checkpoint["model"][key], err_msg=key)
+
+
+def test_run_file_layout(tmp_path, circuit):
+    run = train(circuit, epochs=2, out=tmp_path / "r.h5", progress=False, track_angles=True, command="biotp train x")
+    with h5py.File(tmp_path / "r.h5") as f:
+        for attr in ("biotp_version", "seed", "command", "created", "circuit_yaml"):
+            assert attr in f.attrs
+        assert f.attrs["command"] == "biotp train x"
+        for m in ("epoch", "train_loss", "train_error", "val_error", "test_error", "seconds",
+                  "angle_layer1", "angle_layer2", "angle_layer3"):
+            assert f["metrics"][m].shape == (2,), m
+        assert "layer1.weight" not in f["checkpoint/model"]  # keys are the state-dict names
+        assert f["checkpoint/model/net.layers.0.weight"].shape == (64, 64)
+        assert "opt_forward" in f["checkpoint"] and "opt_feedback" in f["checkpoint"]
+    assert run.circuit.model_dump() == circuit.with_updates("schedule.epochs=2").model_dump()  # round-trips
+    assert 0 <= run.metrics["angle_layer1"][-1] <= 180
+
+
+def test_dtp_penultimate_angle_to_bp_is_zero_in_training(circuit):
+    """DTP's penultimate target is a gradient step, so that layer moves along BP exactly."""
+    metrics = train(circuit, epochs=1, progress=False, track_angles=True)
+    assert metrics["angle_layer2"][-1] < 1e-2
+    assert metrics["angle_layer3"][-1] < 1e-2  # output layer: the global loss itself
+    assert 1 < metrics["angle_layer1"][-1] < 90
+
+
+def test_divergence_names_layer_and_step_and_keeps_checkpoint(tmp_path, circuit):
+    c = circuit.with_algorithm("bp").with_updates("network.layers.0.activation=linear", "optimizer.name=sgd")
+    out = tmp_path / "run.h5"
+    train(c.with_updates("optimizer.lr=0.01"), epochs=1, out=out, progress=False)
+    good = runs.open_run(out).checkpoint["model"]["net.layers.0.weight"]
+    with pytest.raises(DivergenceError, match=r"epoch 1, step \d+: .*layer\d.*not finite"):
+        train(c.with_updates("optimizer.lr=1e10"), epochs=1, out=tmp_path / "other.h5", progress=False)
+    assert not (tmp_path / "other.h5").exists()
+    np.testing.assert_array_equal(runs.open_run(out).checkpoint["model"]["net.layers.0.weight"], good)
+
+
+def test_interrupted_write_leaves_previous_file_intact(tmp_path, monkeypatch):
+    path = tmp_path / "run.h5"
+    runs.write_run(path, {"a": 1}, {"metrics": {"x": np.arange(3.0)}})
+
+    def broken(group, tree):
+        group.create_dataset("partial", data=np.zeros(3))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_write_tree", broken)
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_run(path, {"a": 2}, {"metrics": {"x": np.arange(5.0)}})
+    run = runs.open_run(path)
+    assert run.attrs["a"] == 1 and list(run.metrics["x"]) == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["run.h5"]
+
+
+def test_optimizers_receive_every_field(circuit):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    adam = make_optimizer(circuit.with_updates("optimizer={name: adam, lr: 0.01, betas: [0.8, 0.9], eps: 1e-6, amsgrad: true}").optimizer, params)
+    assert adam.defaults["betas"] == (0.8, 0.9) and adam.defaults["eps"] == 1e-6 and adam.defaults["amsgrad"]
+    rms = make_optimizer(circuit.with_updates("optimizer={name: rmsprop, lr: 0.01, alpha: 0.9, centered: true, momentum: 0.5}").optimizer, params)
+    assert isinstance(rms, torch.optim.RMSprop) and rms.defaults["alpha"] == 0.9 and rms.defaults["centered"]
+    sgd = make_optimizer(circuit.with_updates("optimizer={name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}").optimizer, params)
+    assert sgd.defaults["nesterov"] and sgd.defaults["momentum"] == 0.9
+
+
+def test_alternating_schedule_trains_feedback_and_forward_in_separate_passes(circuit):
+    session = Session(circuit.with_updates("schedule.feedback_training=alternating"))
+    assert session.passes(1) == [(False, True), (True, False)]
+    assert Session(circuit).passes(1) == [(True, True)]
+    assert Session(circuit.with_algorithm("bp")).passes(1) == [(True, False)]
+    warm = Session(circuit.with_updates("schedule.feedback_warmup_epochs=1"))
+    assert warm.passes(1) == [(False, True)] and warm.passes(2) == [(True, True)]
+
+
+def test_noise_decay(circuit):
+    session = Session(circuit.with_updates("feedback.noise=0.4", "feedback.noise_decay=2"))
+    session.rule.set_epoch(0)
+    assert session.rule.noise == pytest.approx(0.4)
+    session.rule.set_epoch(4)
+    assert session.rule.noise == pytest.approx(0.4 / 3)  # σ0 / (1 + e/e0), seed 002 §3.3
