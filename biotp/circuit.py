@@ -281,13 +281,13 @@ class FWDTP(Spec):
 class TJML(Spec):
     """DTP through the analytical feedback G* of seed 003 Algorithm 2 (no feedback training).
 
-    `eta_hat` is β of the output target t_L = h_L - β ∂L/∂h_L.  `condition`: transpose (TJMC,
+    `beta` is β of the output target t_L = h_L - β ∂L/∂h_L.  `condition`: transpose (TJMC,
     the paper's method), pseudo_inverse (PJMC) or inverse (IJMC, square invertible layers).
     `activation_feedback`: varsigma (eqs. 26-27) or hadamard (σ'(x) ⊙ t, eq. 29).
     `layernorm_feedback`: frozen_s (eqs. 30-35) or exact (the transpose including ∂s/∂x)."""
 
     name: Literal["tjml"]
-    eta_hat: PositiveFloat = 0.01
+    beta: PositiveFloat = Field(0.01, description="output target step β (seed 003 Algorithm 2, line 9)")
     condition: Literal["transpose", "pseudo_inverse", "inverse"] = "transpose"
     activation_feedback: Literal["varsigma", "hadamard"] = "varsigma"
     layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"

@@ -2,41 +2,68 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from .circuit import Circuit
-from .layers import Dense, feedback_for, initialise
+from .layers import build_layer, feedback_for, initialise
+
+
+def _activation_of(layer) -> str:
+    """The activation a population ends in (what its feedback's output should look like)."""
+    return getattr(layer, "act_name", "linear")
 
 
 class Network(nn.Module):
     """Populations h_0 = x, h_l = f_l(h_{l-1}), l = 1..L.
+
+    Layers are built from the circuit's layer specs by dispatch on the spec type
+    (`biotp.layers.build_layer`); a spec can yield several populations (an MLP-Mixer block
+    yields its token- and channel-mixing halves).  `shapes[l]` is the per-example shape of
+    h_l; `input_shape` is an int for MLPs or the dataset's shape, e.g. (1, 28, 28).  A flat
+    input is reshaped to `shapes[0]`; a dense layer after a spatial one flattens its input.
 
     `feedback[str(l)]` is g_l: h_l -> h_{l-1} for l = 2..L, present when the learning rule
     uses a feedback pathway of that form.  Its activation is that of population l-1 unless
     the circuit's `feedback.activation` says otherwise.
     """
 
-    def __init__(self, circuit: Circuit, n_inputs: int, *, with_feedback: bool, seed: int | None = None):
+    def __init__(self, circuit: Circuit, input_shape: int | tuple[int, ...] | list[int], *,
+                 with_feedback: bool, seed: int | None = None):
         super().__init__()
-        specs = circuit.network.expanded()
-        sizes = [n_inputs] + [s.size for s in specs]
-        self.layers = nn.ModuleList(
-            Dense(sizes[i], sizes[i + 1], s.activation, s.bias) for i, s in enumerate(specs)
-        )
+        shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
+        self.shapes: list[tuple[int, ...]] = [shape]
+        layers = []
+        for i, spec in enumerate(circuit.network.expanded()):
+            try:
+                built = build_layer(spec, self.shapes[-1])
+            except ValueError as err:
+                raise ValueError(f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {err}") from None
+            for layer in built:
+                layers.append(layer)
+                self.shapes.append(tuple(layer.out_shape))
+        self.layers = nn.ModuleList(layers)
         self.feedback = nn.ModuleDict()
         if with_feedback:
-            for l in range(2, len(specs) + 1):
-                act = circuit.feedback.activation or specs[l - 2].activation
+            for l in range(2, len(layers) + 1):
+                act = circuit.feedback.activation or _activation_of(layers[l - 2])
                 self.feedback[str(l)] = feedback_for(self.layers[l - 1], act)
         g = torch.Generator().manual_seed(circuit.seed if seed is None else seed)
         for i, layer in enumerate(self.layers):
-            initialise(layer.weight, circuit.init, first=i == 0, generator=g)
+            for w in _weights(layer):
+                initialise(w, circuit.init, first=i == 0, generator=g)
         fb_init = circuit.feedback.init
         if circuit.feedback.random_scale != 1.0:
             fb_init = fb_init.model_copy(update={"gain": fb_init.gain * circuit.feedback.random_scale})
         for g_l in self.feedback.values():
-            initialise(g_l.weight, fb_init, first=False, generator=g)
+            for w in _weights(g_l):
+                initialise(w, fb_init, first=False, generator=g)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shapes[0]
 
     @property
     def depth(self) -> int:
@@ -45,7 +72,7 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor, *, local: bool = False) -> list[torch.Tensor]:
         """All activities [h_0, ..., h_L].  `local=True` cuts the graph between layers, so a
         loss on h_l reaches only f_l's parameters (the layer-local losses of TP)."""
-        hs = [x.flatten(1)]
+        hs = [x.reshape(x.shape[0], *self.shapes[0])]
         for layer in self.layers:
             h = hs[-1].detach() if local else hs[-1]
             hs.append(layer(h))
@@ -59,3 +86,15 @@ class Network(nn.Module):
 
     def layer_names(self) -> list[str]:
         return [f"layer{l}" for l in range(1, self.depth + 1)]
+
+
+def _weights(module: nn.Module) -> list[torch.Tensor]:
+    """The [out, in, ...] weight matrices of a module that an initialisation fills."""
+    if hasattr(module, "weight_matrices"):
+        return module.weight_matrices()
+    w = getattr(module, "weight", None)
+    return [w] if isinstance(w, torch.Tensor) else []
+
+
+def n_inputs_of(shape: int | tuple[int, ...]) -> int:
+    return shape if isinstance(shape, int) else math.prod(shape)

@@ -6,7 +6,7 @@ import torch
 
 from ..circuit import Circuit
 from ..errors import ConfigError
-from ..network import Network
+from ..network import Network, n_inputs_of
 from .ao_sdtp import AOSDTP
 from .base import Algorithm, Loss, Step, layer_loss
 from .bp import BP
@@ -15,13 +15,15 @@ from .dtp import DTP
 from .fa import FA
 from .fwdtp import FWDTP
 from .sdtp import SDTP
+from .tjml import TJML
 from .tp import TP
 
-ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP)}
+ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML)}
 
 
-def build(circuit: Circuit, n_inputs: int, n_classes: int, device: str | torch.device = "cpu") -> Algorithm:
-    """The network a circuit describes, with its learning rule, on `device`."""
+def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, device: str | torch.device = "cpu") -> Algorithm:
+    """The network a circuit describes, with its learning rule, on `device`.  `n_inputs` is the
+    input size or the input shape (e.g. (1, 28, 28)); a shape in `network.input` fills in for a size."""
     cls = ALGORITHMS[circuit.algorithm.name]
     kind = circuit.feedback.kind
     if kind is not None and kind != cls.feedback_kind:
@@ -29,18 +31,23 @@ def build(circuit: Circuit, n_inputs: int, n_classes: int, device: str | torch.d
             f"{circuit.source or '<circuit>'}: feedback.kind: {cls.name} uses {cls.feedback_kind!r} feedback, "
             f"got {kind!r}; leave feedback.kind unset or pick a rule with {kind} feedback"
         )
-    n_out = circuit.network.expanded()[-1].size
+    shape = n_inputs if isinstance(n_inputs, int) else tuple(n_inputs)
+    n_inputs = n_inputs_of(shape)
+    n_out = getattr(circuit.network.expanded()[-1], "size", n_classes)
     if n_out != n_classes:
         raise ConfigError(
             f"{circuit.source or '<circuit>'}: network.layers: the output layer has {n_out} units but "
             f"dataset {circuit.data.dataset!r} has {n_classes} classes; expected size {n_classes}"
         )
-    if circuit.network.input is not None and circuit.network.input != n_inputs:
+    declared = circuit.network.input
+    if isinstance(declared, list):
+        declared, shape = n_inputs_of(tuple(declared)), tuple(declared) if isinstance(shape, int) else shape
+    if declared is not None and declared != n_inputs:
         raise ConfigError(
             f"{circuit.source or '<circuit>'}: network.input: {circuit.network.input} does not match dataset "
             f"{circuit.data.dataset!r}, which has {n_inputs} inputs; expected {n_inputs} (or omit the key)"
         )
-    net = Network(circuit, n_inputs, with_feedback=cls.uses_feedback_modules)
+    net = Network(circuit, shape, with_feedback=cls.uses_feedback_modules)
     rule = cls(circuit, net, Loss(circuit.loss, n_classes))
     return rule.to(device)
 

@@ -1,25 +1,24 @@
 """Forward layers f_l and their feedback g_l.
 
-`feedback_for(layer, ...)` builds the feedback pathway of a layer by dispatch on its type,
-so a new layer type registers its inverse without touching the core.
+`build_layer(spec, in_shape)` builds the populations of a layer spec, `feedback_for(layer,
+...)` the learned feedback pathway of a layer, `analytical_feedback(layer, options)` its
+analytical feedback G* (seed 003), all by dispatch on type, so a new layer type registers
+itself without touching the core (see `registry`).
 """
 
-from functools import singledispatch
-
-from .activations import ACTIVATIONS, activation, derivative
-from .dense import Dense, DenseFeedback
+from .activations import ACTIVATIONS, activation, derivative, varsigma
+from .conv import Conv, ConvFeedback, ConvTranspose
+from .dense import Dense, DenseFeedback, DenseTranspose
 from .init import initialise
+from .local import LocalFeedback, LocallyConnected, LocalTranspose
+from .mixer import MixerBlock, MixerMLP
+from .norm import LayerNorm
+from .pool import Flatten, GlobalAvgPool, MaxPool, unpool
+from .registry import AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for
 
-
-@singledispatch
-def feedback_for(layer, act: str):
-    """The approximate-inverse module g_l for forward layer `layer`, ending in `act`."""
-    raise TypeError(f"no feedback pathway is registered for layer type {type(layer).__name__}")
-
-
-@feedback_for.register
-def _(layer: Dense, act: str):
-    return DenseFeedback(layer.n_out, layer.n_in, act)
-
-
-__all__ = ["ACTIVATIONS", "Dense", "DenseFeedback", "activation", "derivative", "feedback_for", "initialise"]
+__all__ = [
+    "ACTIVATIONS", "AnalyticalFeedback", "Conv", "ConvFeedback", "ConvTranspose", "Dense", "DenseFeedback",
+    "DenseTranspose", "FeedbackOptions", "Flatten", "GlobalAvgPool", "LayerNorm", "LocalFeedback",
+    "LocalTranspose", "LocallyConnected", "MaxPool", "MixerBlock", "MixerMLP", "activation",
+    "analytical_feedback", "build_layer", "derivative", "feedback_for", "initialise", "unpool", "varsigma",
+]

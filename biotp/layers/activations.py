@@ -1,8 +1,16 @@
 """Elementwise activations by name.  `sign` and `step` are the discrete transmissions of
 seed 002 §3.3.2 (sign(x) = 1 if x > 0 else 0 there); their derivative is zero almost
-everywhere, which is why backprop cannot cross them and target propagation can."""
+everywhere, which is why backprop cannot cross them and target propagation can.
+
+`leaky_relu` (slope 0.01 below zero) is seed 003's default: invertible, unlike GELU.
+
+`varsigma(name, y)` is ς of seed 003 eq. 27, ς(y) = ∫ σ'(σ⁻¹(y)) dy: the activation's
+analytical feedback, whose slope at y = σ(a) is σ'(a) (TJMC)."""
 
 import torch
+from torch.nn import functional as F
+
+LEAK = 0.01
 
 ACTIVATIONS = {
     "tanh": torch.tanh,
@@ -11,6 +19,7 @@ ACTIVATIONS = {
     "linear": lambda a: a,
     "sign": lambda a: (a > 0).to(a.dtype),
     "step": lambda a: (a > 0).to(a.dtype),
+    "leaky_relu": lambda a: F.leaky_relu(a, LEAK),
 }
 
 
@@ -28,4 +37,21 @@ def derivative(name: str, h: torch.Tensor) -> torch.Tensor:
         return (h > 0).to(h.dtype)
     if name == "linear":
         return torch.ones_like(h)
+    if name == "leaky_relu":
+        return torch.where(h > 0, torch.ones_like(h), torch.full_like(h, LEAK))
     return torch.zeros_like(h)
+
+
+def varsigma(name: str, y: torch.Tensor) -> torch.Tensor:
+    """ς(y) = ∫ σ'(σ⁻¹(y)) dy with ς(0) = 0 (seed 003 eqs. 26-27); ς'(y) = derivative(name, y)."""
+    if name == "tanh":
+        return y - y**3 / 3
+    if name == "sigmoid":
+        return y**2 / 2 - y**3 / 3
+    if name == "relu":
+        return torch.relu(y)
+    if name == "leaky_relu":
+        return F.leaky_relu(y, LEAK)
+    if name == "linear":
+        return y
+    return torch.zeros_like(y)

@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from ..circuit import DenseLayer
 from .activations import activation, derivative
+from .registry import AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for
 
 
 class Dense(nn.Module):
-    """f_l(h) = act(W h + b), W: [out, in]."""
+    """f_l(h) = act(W h + b), W: [out, in].  A spatial input ([C, H, W], tokens) is flattened
+    first; `in_shape` remembers its shape."""
 
     def __init__(self, n_in: int, n_out: int, act: str = "tanh", bias: bool = True):
         super().__init__()
         self.n_in, self.n_out, self.act_name = n_in, n_out, act
+        self.in_shape, self.out_shape = (n_in,), (n_out,)
         self.weight = nn.Parameter(torch.zeros(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
         self.act = activation(act)
 
     def pre(self, h: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(h, self.weight, self.bias)
+        return nn.functional.linear(h.flatten(1), self.weight, self.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.act(self.pre(h))
+        out = self.act(self.pre(h))
+        return out if len(self.out_shape) == 1 else out.reshape(-1, *self.out_shape)
 
     def derivative(self, h: torch.Tensor) -> torch.Tensor:
         """f'(a) at the output h = f(a)."""
         return derivative(self.act_name, h)
+
+    def weight_matrices(self) -> list[torch.Tensor]:
+        """The [out, in] weight matrices an initialisation scheme fills."""
+        return [self.weight]
 
     def extra_repr(self) -> str:
         return f"{self.n_in} -> {self.n_out}, {self.act_name}"
@@ -34,4 +45,32 @@ class Dense(nn.Module):
 
 class DenseFeedback(Dense):
     """g_l(h_l) = act(V h_l + c), V: [n_{l-1}, n_l]: the learned approximate inverse of a
-    dense f_l (seed 002 eq. 3.10; seed 004 §2.1)."""
+    dense f_l (seed 002 eq. 3.10; seed 004 §2.1).  Its output takes the shape of h_{l-1}."""
+
+
+class DenseTranspose(AnalyticalFeedback):
+    """G*(t) = Wᵀ G*_Act(t) (seed 003 eqs. 24, 26/29, 41), reshaped to h_{l-1}."""
+
+    def __call__(self, t, h):
+        layer = self.layer
+        u = act_feedback(layer.act_name, t, h, self.options)
+        return (u.flatten(1) @ layer.weight).reshape(-1, *layer.in_shape)
+
+
+@build_layer.register
+def _(spec: DenseLayer, in_shape):
+    layer = Dense(math.prod(in_shape), spec.size, spec.activation, spec.bias)
+    layer.in_shape = tuple(in_shape)
+    return [layer]
+
+
+@feedback_for.register
+def _(layer: Dense, act: str):
+    g = DenseFeedback(layer.n_out, layer.n_in, act)
+    g.in_shape, g.out_shape = layer.out_shape, layer.in_shape
+    return g
+
+
+@analytical_feedback.register
+def _(layer: Dense, options=FeedbackOptions()):
+    return DenseTranspose(layer, options)

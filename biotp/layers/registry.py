@@ -1,0 +1,70 @@
+"""The three dispatch tables of the layer package, keyed by type so a new layer (or layer
+spec) registers itself from outside the core:
+
+- `build_layer(spec, in_shape)`: the forward module(s) a layer spec describes;
+- `feedback_for(layer, act)`: the learned approximate inverse g_l (TP, DTP, ...);
+- `analytical_feedback(layer, options)`: the analytical feedback G*_l of seed 003 (TJMC).
+
+G*_l is linearised at the forward pass where the paper says so (max-pool indices, the frozen
+s of LayerNorm, σ'(x) of the Hadamard activation feedback), so it is called as
+`G(t, ctx)` with `ctx = G.context(h_prev, h)` taken once per forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import singledispatch
+
+import torch
+
+from .activations import derivative, varsigma
+
+
+@dataclass(frozen=True)
+class FeedbackOptions:
+    """Choices of seed 003 §5: `activation` "varsigma" (eqs. 26-27) or "hadamard" (σ'(x) ⊙ t,
+    eq. 29); `layernorm` "frozen_s" (eqs. 30-35) or "exact" (with the ∂s/∂x term)."""
+
+    activation: str = "varsigma"
+    layernorm: str = "frozen_s"
+
+
+def act_feedback(name: str, t: torch.Tensor, h: torch.Tensor, options: FeedbackOptions) -> torch.Tensor:
+    """G*_Act at the population output h = σ(a): ς(t) (eq. 26) or σ'(a) ⊙ t (eq. 29, read as its
+    linear part: the printed outer σ would make the Jacobian σ'(σ'(a) t) σ'(a), not σ'(a))."""
+    if options.activation == "hadamard":
+        return derivative(name, h) * t
+    return varsigma(name, t)
+
+
+class AnalyticalFeedback:
+    """G*_l: h_l-shaped targets -> h_{l-1}-shaped targets.  Holds a reference to the forward
+    layer (its current weights), no parameters of its own."""
+
+    def __init__(self, layer, options: FeedbackOptions = FeedbackOptions()):
+        self.layer, self.options = layer, options
+
+    def context(self, h_prev: torch.Tensor, h: torch.Tensor):
+        """What G* freezes from the forward pass h = f(h_prev)."""
+        return h
+
+    def __call__(self, t: torch.Tensor, ctx) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@singledispatch
+def build_layer(spec, in_shape: tuple[int, ...]) -> list:
+    """The forward modules (populations) of one layer spec whose input has shape `in_shape`."""
+    raise TypeError(f"no layer is registered for spec type {type(spec).__name__}")
+
+
+@singledispatch
+def feedback_for(layer, act: str):
+    """The approximate-inverse module g_l for forward layer `layer`, ending in `act`."""
+    raise TypeError(f"no feedback pathway is registered for layer type {type(layer).__name__}")
+
+
+@singledispatch
+def analytical_feedback(layer, options: FeedbackOptions = FeedbackOptions()) -> AnalyticalFeedback:
+    """G*_l = argmin_H J^T(H, f_l) (seed 003 eq. 18 under TJMC) for forward layer `layer`."""
+    raise TypeError(f"no analytical feedback is registered for layer type {type(layer).__name__}")
