@@ -293,8 +293,59 @@ class TJML(Spec):
     layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"
 
 
+class GTP(Spec):
+    """Gradient target propagation (Farias & Maziero, seed 000).
+
+    Targets: T Euler steps of size τ of eq. 3, dy_l/dt = -∂C_{l+1}/∂y_l with
+    C_{l+1} = ½||ŷ_{l+1} - f_{l+1}(y_l)||² (eq. 4, App. B eq. 32), layer by layer from the
+    top (Algorithm 1), ŷ_L = one-hot label (§4).  Weights: eq. 5, Δw_l = -η ∂C_l/∂w_l.
+    `start: zero` makes ŷ_l the change accumulated by the Euler steps (y(T) - y(0)), the
+    paper's target (eqs. 13-14, App. D eq. 39: ŷ_l = -τ ∂C_{l+1}/∂y_l for one step, which
+    yields the Hebbian term -η y_l ∂y_l/∂w_l); `start: activity` makes ŷ_l = y(T), the
+    Euler solution started at y_l(0) = h_l (the continuous-time `gradient` relaxation).
+    """
+
+    name: Literal["gtp"]
+    tau: PositiveFloat = Field(50.0, description="Euler step τ (seed 000 App. B, Tables 1-3)")
+    steps: PositiveInt = Field(1, description="Euler iterations T (seed 000 App. B)")
+    start: Literal["zero", "activity"] = "zero"
+
+
+class DTPGN(Spec):
+    """Differential target propagation with Gauss-Newton-normalised updates (Bengio 2020,
+    seed 001).  In the paper's parametrisation f_l(h_{l-1}) = W_l σ(h_{l-1}) the
+    populations are pre-activations: τ_L = a_L - β ∂L/∂a_L; targets refined by iterating
+    approximate inverses (`refine: output`, eq. iterative-tau-out-update:
+    τ_{l-1} <- τ_{l-1} + g_l(τ_l) - g_l(f_l(τ_{l-1})); `refine: input`, eq. u-recurrence:
+    u <- u + τ_l - f_l(g_l(u)), τ_{l-1} = g_l(u)), `iterations` = K per layer
+    (`layerwise`) or K sweeps over all layers at once (`parallel`, seed 001 §7);
+    ΔW_l = s_l (τ_l - a_l) σ(h_{l-1})ᵀ / ||σ(h_{l-1})||² (DTP1, eq. delta-dtp-regular),
+    s_l = ||τ_L - a_L||² / ||τ_l - a_l||² with `layer_scaling` (DTP, §8), else s_l = 1.
+    `start: activity` begins the output iteration at a_{l-1}, so its first step is DTP's
+    difference correction; `start: decoder` at g_l(τ_l) (the algorithm box).
+    """
+
+    name: Literal["dtp_gn"]
+    beta: PositiveFloat = Field(0.1, description="output target step β (seed 001 eq. target-prop)")
+    refine: Literal["output", "input"] = "output"
+    iterations: PositiveInt = Field(5, description="K: refinement iterations (sweeps when parallel)")
+    schedule: Literal["parallel", "layerwise"] = "parallel"
+    start: Literal["activity", "decoder"] = "activity"
+    layer_scaling: bool = True
+
+
+class LDRL(Spec):
+    """DTP targets with feedback trained by the local difference reconstruction loss
+    L^IP + L^RR (Ernoult et al. 2022; seed 003 Algorithm 1, eqs. 7-11), `feedback_iterations`
+    feedback updates per batch; forward losses (1/2β)||t_l - h_l||² (seed 003 eq. 5)."""
+
+    name: Literal["ldrl"]
+    beta: PositiveFloat = Field(0.1, description="output target step β (seed 003 eq. 7)")
+    feedback_iterations: PositiveInt = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
+
+
 AlgorithmSpec = Annotated[
-    Union[BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML],
+    Union[BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML, GTP, DTPGN, LDRL],
     Field(discriminator="name"),
 ]
 

@@ -12,13 +12,16 @@ from .base import Algorithm, Loss, Step, layer_loss
 from .bp import BP
 from .dfa import DFA
 from .dtp import DTP
+from .dtp_gn import DTPGN
 from .fa import FA
 from .fwdtp import FWDTP
+from .gtp import GTP
+from .ldrl import LDRL
 from .sdtp import SDTP
 from .tjml import TJML
 from .tp import TP
 
-ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML)}
+ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML, GTP, DTPGN, LDRL)}
 
 
 def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, device: str | torch.device = "cpu") -> Algorithm:
