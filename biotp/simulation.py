@@ -1,0 +1,277 @@
+"""`biotp.simulate`: present a stream of examples to a circuit's continuous-time model.
+
+Each example (or batch of examples presented side by side, torch only) gets a forward
+phase then a target phase (durations from the circuit's `dynamics:` block); targets
+settle by the chosen relaxation while the forward weights change online.  Traces named
+in `dynamics.record` are kept as arrays [time, example, neuron] and, with `out`, written
+to an HDF5 run file:
+
+  /traces/<population>/<variable>   attrs: times (s), time_unit "s", unit "1"
+  /settling/{forward,target}_steps  [example]
+  /settling/{forward,target}_residual  [example, layer]  ‖dy_l/dt‖ (1/s) at the end
+  /summary/<name>                   scalars of the printed summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .circuit import Circuit, load_circuit
+from .errors import BiotpError, ConfigError
+from .runs import Leaf, run_attrs, write_run
+
+BACKENDS = ("torch", "brian2")
+
+
+@dataclass
+class SimulationRun:
+    """A finished simulation: traces as arrays, settling statistics and the summary."""
+
+    circuit: Circuit
+    backend: str
+    times: np.ndarray  # sample times within a presentation (s)
+    traces: dict  # population -> variable -> [time, example, neuron]
+    settling: dict  # name -> array
+    summary: dict
+    weights: object = None  # biotp.dynamics.model.Weights after the stream
+    path: Path | None = None
+
+    def summary_text(self) -> str:
+        s = self.summary
+        lines = [
+            f"backend {self.backend}: {s['examples']} examples in {s['wall_time']:.2f} s "
+            f"({s['examples_per_s']:.1f} examples/s)",
+            f"test error  before {100 * s['error_before']:.2f}%  after {100 * s['error_after']:.2f}%"
+            f"   (loss {s['loss_before']:.4f} -> {s['loss_after']:.4f}, {s['n_test']} test examples)",
+            f"settling steps  forward {s['forward_steps_mean']:.1f}  target {s['target_steps_mean']:.1f}  (mean per example)",
+        ]
+        for phase in ("forward", "target"):
+            res = self.settling[f"{phase}_residual"]
+            if res.size and not np.isnan(res).all():
+                worst = np.nanmax(np.where(np.isnan(res), -np.inf, res), axis=0)
+                per = "  ".join(f"layer{l + 1} {v:.3g}" for l, v in enumerate(worst) if np.isfinite(v))
+                lines.append(f"final residual ‖dy/dt‖ (1/s, max over examples), {phase}: {per}")
+        if self.path:
+            lines.append(f"run file: {self.path}")
+        return "\n".join(lines)
+
+
+def _device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu", stacklevel=3)
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
+    """(train stream x, y; test x, y) from the circuit's dataset, shuffled by `seed`."""
+    from . import data as D
+
+    d = circuit.data
+    splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                    synthetic=d.synthetic.model_dump())
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(splits.train.y), generator=g)
+    if examples is not None:
+        order = order[:examples]
+    return splits.train.x[order], splits.train.y[order], splits.test.x, splits.test.y
+
+
+def simulate(
+    circuit: Circuit | str | Path,
+    backend: str = "torch",
+    *,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    examples: int | None = None,
+    duration: float | str | None = None,
+    overrides: tuple[str, ...] | list[str] = (),
+    seed: int | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    net=None,
+    out: str | Path | None = None,
+    data_dir: str | None = None,
+    codegen: str = "numpy",
+    progress: bool = False,
+    command: str | None = None,
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> SimulationRun:
+    """Run a circuit's continuous-time model over a stream of examples.
+
+    circuit     a Circuit or a YAML path (its `dynamics:` block is required; defaults apply
+                if it is empty); `overrides` are `key.path=value` assignments.
+    x, y        the examples (tensors); default: `examples` shuffled training examples of the
+                circuit's dataset (all if None), limited to `duration` of simulated time
+                ('1 s' or seconds) divided by the presentation time.
+    net         a `biotp.network.Network` to simulate (default: built from the circuit with
+                `seed`); its weights are copied, not changed.
+    batch_size  examples presented side by side (torch); default 1 with plasticity (an
+                online stream), else the circuit's data.batch_size.  brian2 presents one at
+                a time.
+    backend     'torch' or 'brian2' (`codegen`: 'numpy' or 'cython').
+    test        (x, y) on which to measure error before/after (default: the dataset's test
+                split, or the stream itself when x is given).
+    """
+    from .algorithms.base import Loss
+    from .dynamics import model as M
+    from .dynamics.units import parse_quantity
+    from .network import Network
+
+    if not isinstance(circuit, Circuit):
+        circuit = load_circuit(circuit, overrides)
+    elif overrides:
+        circuit = circuit.with_updates(*overrides)
+    if seed is not None:
+        circuit = circuit.model_copy(update={"seed": seed})
+    if circuit.dynamics is None:
+        circuit = circuit.with_updates("dynamics={}")
+    spec = circuit.dynamics
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    dev = _device(device) if backend == "torch" else torch.device("cpu")
+    dtype = getattr(torch, spec.dtype)
+
+    if x is None:
+        x, y, tx, ty = _stream(circuit, examples, data_dir, circuit.seed)
+        test = test if test is not None else (tx, ty)
+    else:
+        x, y = x[:examples], y[:examples]
+        test = test if test is not None else (x, y)
+    presentation = spec.forward_phase + spec.target_phase
+    if duration is not None:
+        seconds = duration if isinstance(duration, (int, float)) else parse_quantity(duration, "time")
+        x, y = x[: max(1, int(round(seconds / presentation, 9)))], y[: max(1, int(round(seconds / presentation, 9)))]
+    x = x.flatten(1).to(dev, dtype)
+    y = y.to(dev)
+    n_classes = circuit.network.expanded()[-1].size
+    if net is None:
+        net = Network(circuit, x.shape[1], with_feedback=True, seed=circuit.seed)
+    model = M.build_model(spec, net)
+    weights = M.Weights.of(net, dtype, dev)
+    loss = Loss(circuit.loss, n_classes)
+    generator = torch.Generator().manual_seed(circuit.seed)
+    if backend == "brian2":
+        from .engines.brian2 import Brian2Engine
+
+        engine = Brian2Engine(model, weights, loss, generator=generator, codegen=codegen)
+        batch = 1
+    else:
+        from .engines.torch import TorchEngine
+
+        engine = TorchEngine(model, weights, loss, generator=generator)
+        batch = batch_size or (1 if model.plastic else circuit.data.batch_size)
+
+    tx, ty = test[0].flatten(1).to(dev, dtype), test[1].to(dev)
+    before = _evaluate(model, weights, loss, tx, ty)
+    traces: dict = {}
+    fsteps, tsteps, fres, tres = [], [], [], []
+    L = model.L
+    start = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(x), unit="ex", desc=f"simulate ({backend})")
+    for i in range(0, len(x), batch):
+        p = engine.present(x[i : i + batch], y[i : i + batch])
+        nb = len(x[i : i + batch])
+        for (pop, var), arr in p.traces.items():
+            traces.setdefault(pop, {}).setdefault(var, []).append(arr.detach().cpu().numpy())
+        fsteps += [p.forward.steps] * nb
+        tsteps += [p.target.steps] * nb
+        fres += [[p.forward.residual.get(l, np.nan) for l in range(1, L + 1)]] * nb
+        tres += [[p.target.residual.get(l, np.nan) for l in range(1, L + 1)]] * nb
+        if bar is not None:
+            bar.update(nb)
+    wall = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    after = _evaluate(model, weights, loss, tx, ty)
+    traces = {pop: {var: np.concatenate(parts, axis=1) for var, parts in vs.items()} for pop, vs in traces.items()}
+    n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
+    times = np.arange(0, n_f + n_t + 1, spec.record_every) * spec.dt
+    settling = {
+        "forward_steps": np.array(fsteps), "target_steps": np.array(tsteps),
+        "forward_residual": np.array(fres, dtype=float).reshape(-1, L),
+        "target_residual": np.array(tres, dtype=float).reshape(-1, L),
+    }
+    summary = {
+        "examples": len(x), "wall_time": wall, "examples_per_s": len(x) / wall if wall > 0 else float("inf"),
+        "error_before": before[0], "error_after": after[0], "loss_before": before[1], "loss_after": after[1],
+        "n_test": len(ty), "forward_steps_mean": float(np.mean(fsteps)), "target_steps_mean": float(np.mean(tsteps)),
+    }
+    run = SimulationRun(circuit, backend, times, traces, settling, summary, weights)
+    if out is not None:
+        tree = {
+            "traces": {pop: {var: Leaf(arr, {"times": times, "time_unit": "s", "unit": "1",
+                                             "dims": "time, example, neuron"}) for var, arr in vs.items()}
+                       for pop, vs in traces.items()},
+            "settling": settling,
+            "summary": {k: np.asarray(v) for k, v in summary.items()},
+        }
+        attrs = run_attrs(circuit, command, kind="simulate", backend=backend, device=str(dev))
+        run.path = write_run(out, attrs, tree)
+    return run
+
+
+@torch.no_grad()
+def _evaluate(model, weights, loss, x, y) -> tuple[float, float]:
+    """(error rate, mean loss) of the discrete forward pass h_l = f_l(h_{l-1}) -- the
+    steady state of the forward phase."""
+    h = x
+    for l in range(1, model.L + 1):
+        h = weights.f(model, l, h)
+    return float((h.argmax(1) != y).double().mean()), float(loss(h, y))
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `biotp simulate` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "simulate", help="run the continuous-time model: settle targets with online plasticity",
+        description="Present a stream of examples to CIRCUIT's continuous-time model (forward phase, then "
+                    "target phase), record the traces its `dynamics.record` names and print a summary.")
+    p.add_argument("circuit", help="circuit YAML file (with a `dynamics:` block)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch")
+    p.add_argument("--codegen", choices=("numpy", "cython"), default="numpy", help="brian2 code generation target")
+    p.add_argument("--out", metavar="TRACES.h5", help="run file to write (HDF5)")
+    p.add_argument("--examples", type=int, default=100, help="number of examples in the stream (default 100)")
+    p.add_argument("--duration", help="simulated time of the stream, e.g. '1 s' (limits the examples)")
+    p.add_argument("--batch-size", type=int, help="examples presented side by side (torch)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a circuit field, e.g. --set dynamics.tau_f='3 ms' (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed (overrides the circuit's `seed`)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend; default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small networks run fastest)")
+    p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_simulate)
+    return p
+
+
+def run_simulate(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    argv = getattr(args, "argv", None)
+    run = simulate(args.circuit, args.backend, examples=args.examples, duration=args.duration,
+                   overrides=args.overrides, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                   out=args.out, data_dir=args.data_dir, codegen=args.codegen, progress=not args.quiet,
+                   command=shlex.join(["biotp", *argv]) if argv else None)
+    print(run.summary_text())
+    return 0
+
+
+__all__ = ["SimulationRun", "simulate", "add_simulate_parser", "run_simulate", "BiotpError"]
