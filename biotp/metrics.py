@@ -47,3 +47,76 @@ def error_rate(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
     for i in range(0, len(x), batch_size):
         wrong += int((predict(x[i : i + batch_size]).argmax(1) != y[i : i + batch_size]).sum())
     return wrong / max(len(x), 1)
+
+
+# ------------------------------------------------------- Jacobian matching losses (seed 003 §4)
+
+JML_KINDS = ("I", "P", "T")
+
+
+def flat_jacobian(fn, x: torch.Tensor) -> torch.Tensor:
+    """∂fn(x)/∂x as a [out.numel(), x.numel()] matrix (x one example, batch axis of size 1)."""
+    J = torch.autograd.functional.jacobian(fn, x)
+    return J.reshape(-1, x.numel())
+
+
+def jacobian_matching_loss(J_g: torch.Tensor, J_f: torch.Tensor, kind: str = "T") -> float:
+    """‖J_g - M(J_f)‖_F with M the inverse (IJML, seed 003 eq. 12), the Moore-Penrose inverse
+    (PJML, eq. 13) or the transpose (TJML, eq. 14).  IJML is nan unless J_f is square and regular."""
+    if kind == "T":
+        target = J_f.T
+    elif kind == "P":
+        target = torch.linalg.pinv(J_f)
+    elif kind == "I":
+        if J_f.shape[0] != J_f.shape[1]:
+            return math.nan
+        try:
+            target = torch.linalg.inv(J_f)
+        except RuntimeError:  # singular
+            return math.nan
+    else:
+        raise ValueError(f"kind must be one of {JML_KINDS}, got {kind!r}")
+    return float(torch.linalg.matrix_norm(J_g - target))
+
+
+def layer_jmls(layer, feedback, h_prev: torch.Tensor, kinds=JML_KINDS, examples: int = 4) -> dict[str, float]:
+    """Mean Jacobian matching losses of `feedback` w.r.t. forward `layer` over the first
+    `examples` rows of h_prev.  J_f is taken at h_{l-1}, J_g at h_l = f(h_{l-1}).  `feedback`
+    is a learned g_l (a module of h_l) or an analytical G*_l (`biotp.layers.AnalyticalFeedback`,
+    linearised at the same forward pass)."""
+    from .layers import AnalyticalFeedback
+
+    sums = {k: 0.0 for k in kinds}
+    n = min(examples, h_prev.shape[0])
+    for i in range(n):
+        hp = h_prev[i : i + 1].detach()
+        with torch.no_grad():
+            h = layer(hp)
+        if isinstance(feedback, AnalyticalFeedback):
+            ctx = feedback.context(hp, h)
+            g = lambda t, ctx=ctx: feedback(t, ctx)  # noqa: E731
+        else:
+            g = feedback
+        J_f, J_g = flat_jacobian(layer, hp), flat_jacobian(g, h)
+        for k in kinds:
+            sums[k] += jacobian_matching_loss(J_g, J_f, k)
+    return {k: v / n for k, v in sums.items()}
+
+
+def network_jmls(net, x: torch.Tensor, feedback: str = "learned", options=None, kinds=JML_KINDS,
+                 examples: int = 4) -> dict[str, dict[str, float]]:
+    """{layer_l: {kind: JML}} for l = 2..L, of the learned g_l (`feedback="learned"`) or the
+    analytical G*_l (`"analytical"`, with `options` a `biotp.layers.FeedbackOptions`)."""
+    from .layers import FeedbackOptions, analytical_feedback
+
+    with torch.no_grad():
+        hs = net(x[:examples])
+    out = {}
+    for l in range(2, net.depth + 1):
+        layer = net.layers[l - 1]
+        if feedback == "analytical":
+            g = analytical_feedback(layer, options or FeedbackOptions())
+        else:
+            g = net.feedback[str(l)]
+        out[f"layer{l}"] = layer_jmls(layer, g, hs[l - 1], kinds, examples)
+    return out
