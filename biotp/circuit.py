@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from pydantic import Discriminator, Tag, ValidationError, model_validator
 
 from .errors import ConfigError
@@ -365,15 +365,10 @@ class SyntheticSpec(Spec):
 class DataSpec(Spec):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
     batch_size: PositiveInt = 32
-    val_split: Annotated[float, Field(ge=0)] = 0.1
+    val_split: NonNegativeInt | Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="held-out validation examples: a fraction of the training set, or a count")
     limit: PositiveInt | None = Field(None, description="use only this many train/test examples")
     synthetic: SyntheticSpec = SyntheticSpec()
-
-    @model_validator(mode="after")
-    def _fraction_or_count(self):
-        if self.val_split >= 1 and self.val_split != int(self.val_split):
-            raise ValueError(f"val_split must be a fraction in [0, 1) or a whole count, got {self.val_split}")
-        return self
 
 
 class ScheduleSpec(Spec):
@@ -412,7 +407,7 @@ class Circuit(Spec):
 
     def with_updates(self, *assignments: str) -> "Circuit":
         """A copy with `key.path=value` assignments applied (values parsed as YAML)."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude_unset=True)  # keep defaults free to follow a changed `name`
         for item in assignments:
             apply_assignment(data, item, self.source or "<circuit>")
         return parse_circuit(data, self.source or "<circuit>")
@@ -420,9 +415,9 @@ class Circuit(Spec):
     def with_algorithm(self, name: str) -> "Circuit":
         """A copy running algorithm `name`; hyperparameters it shares with the current one
         are kept, the others take their defaults."""
-        data = self.model_dump(mode="json")
+        data = self.model_dump(mode="json", exclude_unset=True)
         model = _algorithm_model(name, self.source)
-        kept = {k: v for k, v in data["algorithm"].items() if k in model.model_fields and k != "name"}
+        kept = {k: v for k, v in data.get("algorithm", {}).items() if k in model.model_fields and k != "name"}
         data["algorithm"] = {"name": name, **kept}
         return parse_circuit(data, self.source or "<circuit>")
 
