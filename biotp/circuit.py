@@ -488,8 +488,11 @@ def _tag_of(model: type[BaseModel]) -> str | None:
 
 
 def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the chosen union member (e.g. 'adam', 'dense') in the location path
-    return isinstance(part, str) and part in {"sgd", "rmsprop", "adam", *LAYER_TYPES} | set(algorithm_names())
+    # pydantic puts the union member tried (e.g. 'adam', 'dense', 'constrained-int') in the path
+    if not isinstance(part, str):
+        return False
+    return part.startswith(("constrained-", "function-")) or part in {"int", "float", "str", "bool", "none"} \
+        or part in {"sgd", "rmsprop", "adam", *LAYER_TYPES} | set(algorithm_names())
 
 
 def parse_circuit(data: Any, source: str = "<circuit>") -> Circuit:

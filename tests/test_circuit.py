@@ -41,7 +41,7 @@ def test_circuit_is_frozen(tmp_path):
         ("algorithm.name=backprop", r"c.yaml: algorithm: .*'backprop'.*'bp'"),
         ("network.layers.0.activation=swish", r"c.yaml: network.layers.0.activation: .*'tanh'.*got 'swish'"),
         ("optimizer.momentum=0.9", r"c.yaml: optimizer.momentum: unknown key; expected one of: name, lr, betas"),
-        ("data.val_split=1.5", r"c.yaml: data: .*val_split"),
+        ("data.val_split=1.5", r"c.yaml: data.val_split: .*less than 1; got 1.5"),
         ("layers=3", r"c.yaml: layers: unknown key; expected one of: name, description, seed, network"),
     ],
 )
