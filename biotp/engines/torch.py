@@ -110,16 +110,11 @@ class TorchEngine:
                 traces[(pop, var)].append(val.detach().clone())
 
         # 1. forward phase from rest
-        zeros = {l: x.new_zeros(x.shape[0], model.sizes[l]) for l in range(1, L + 1)}
-
-        def fsample(yf):
-            cur["h"] = [x] + [yf["h"][l] for l in range(1, L + 1)]
-            cur["t"] = cur["h"]
+        def fsample(h_now):
+            cur["h"] = cur["t"] = h_now
             sample()
 
-        yf, fphase = self._run(forward_field, {"h": zeros}, spec.steps(spec.forward_phase),
-                               (x, model, w, spec.tau_f), fsample, "h")
-        h = [x] + [yf["h"][l] for l in range(1, L + 1)]
+        h, fphase = self.forward_phase(x, fsample)
         # 2. feedback plasticity, 3. onset
         M.update_feedback(model, h, w, self.generator)
         onset = self.onset(h, y)
@@ -164,6 +159,16 @@ class TorchEngine:
                 w.W[l] = w.W[l] + dW
         out = {k: torch.stack(v) for k, v in traces.items()}
         return Presentation(h, cur["t"], fphase, Phase(total, residual), out)
+
+    def forward_phase(self, x: torch.Tensor, sample=lambda h: None) -> tuple[list, Phase]:
+        """Settle τ_f dh_l/dt = -h_l + f_l(a_l) from rest; returns ([h_0..h_L], Phase).
+        No weight changes here: the targets are not moving."""
+        model, spec, L = self.model, self.spec, self.model.L
+        zeros = {l: x.new_zeros(x.shape[0], model.sizes[l]) for l in range(1, L + 1)}
+        as_list = lambda yf: [x] + [yf["h"][l] for l in range(1, L + 1)]  # noqa: E731
+        yf, phase = self._run(forward_field, {"h": zeros}, spec.steps(spec.forward_phase),
+                              (x, model, self.w, spec.tau_f), lambda yf: sample(as_list(yf)), "h")
+        return as_list(yf), phase
 
     def onset(self, h: list, y: torch.Tensor) -> dict:
         """Targets at the onset of the target phase: t_l = h_l, the top target's step, the
