@@ -65,6 +65,8 @@ class Session:
         self.rule: Algorithm = build(circuit, self.train[0].shape[1], self.n_classes, self.device)
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
+        if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)
+            self.rule.feedback_optimizer = self.opt_feedback
 
     # ------------------------------------------------------------------ training
     def batches(self, epoch: int):

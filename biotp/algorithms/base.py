@@ -48,7 +48,7 @@ class Step:
 
 def layer_loss(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """||h - t||², summed over units (all non-batch axes) and averaged over the batch (seed 002 Algorithm 1)."""
-    return ((h - target) ** 2).flatten(1).sum(1).mean()
+    return F.mse_loss(h, target, reduction="sum") / h.shape[0]
 
 
 class Algorithm(nn.Module):
