@@ -54,6 +54,9 @@ INPUTS = {
     "inverse_input": ("tup", "fgu", "gu", "gh"),
 }
 T_OF_U = "h + gu - gh"  # inverse_input: the target read out from the decoder input
+# online plasticity of one synapse (seed 001 §9); the torch engine applies it as the
+# batch-mean outer product in `plasticity_rates`
+PLASTICITY = "eta * (-gamma * w + tdot_post * n_pre)"
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,16 @@ def top_target(model: Model, h: list, y: torch.Tensor, w: Weights, loss) -> torc
         out = x if mode == "nudged" else F.linear(x, w.W[model.L], w.b[model.L])
         (grad,) = torch.autograd.grad(loss(out, y, reduction="sum"), x)
     return h[model.top] - beta * grad
+
+
+def onset(model: Model, h: list, y: torch.Tensor, w: Weights, loss) -> dict:
+    """The target phase's initial values: t_l = h_l with the top target's step, the
+    constant decoder outputs gh_l = g_{l+1}(h_{l+1}) and the normalised inputs n_l."""
+    t = [v.clone() for v in h]
+    t[model.top] = top_target(model, h, y, w, loss)
+    needs_g = model.spec.relaxation in ("difference", "inverse_input")
+    gh = {l: w.g(model, l + 1, h[l + 1]) if needs_g else None for l in model.relaxing}
+    return {"t": t, "gh": gh, "n": [normalised_input(v) for v in h]}
 
 
 def top_step_update(model: Model, t_top: torch.Tensor, h: list, n: list) -> torch.Tensor:

@@ -105,8 +105,10 @@ class TorchEngine:
                     val = cur["h"][l]
                 elif var == "t":
                     val = cur["t"][l]
-                else:
-                    val = cur["u"].get(l, cur["h"][min(l + 1, L)])
+                elif l in cur["u"]:
+                    val = cur["u"][l]
+                else:  # u is defined only for inverse_input, in the target phase
+                    val = torch.full_like(cur["h"][min(l + 1, L)], float("nan"))
                 traces[(pop, var)].append(val.detach().clone())
 
         # 1. forward phase from rest
@@ -117,7 +119,7 @@ class TorchEngine:
         h, fphase = self.forward_phase(x, fsample)
         # 2. feedback plasticity, 3. onset
         M.update_feedback(model, h, w, self.generator)
-        onset = self.onset(h, y)
+        onset = M.onset(model, h, y, w, self.loss)
         t, gh, n = onset["t"], onset["gh"], onset["n"]
         if model.plastic:
             w.W[model.top] = w.W[model.top] + M.top_step_update(model, t[model.top], h, n)
@@ -169,17 +171,6 @@ class TorchEngine:
         yf, phase = self._run(forward_field, {"h": zeros}, spec.steps(spec.forward_phase),
                               (x, model, self.w, spec.tau_f), lambda yf: sample(as_list(yf)), "h")
         return as_list(yf), phase
-
-    def onset(self, h: list, y: torch.Tensor) -> dict:
-        """Targets at the onset of the target phase: t_l = h_l, the top target's step, the
-        constant decoder outputs g_{l+1}(h_{l+1}) and the normalised inputs n_l."""
-        model, w = self.model, self.w
-        t = [v.clone() for v in h]
-        t[model.top] = M.top_target(model, h, y, w, self.loss)
-        needs_g = model.spec.relaxation in ("difference", "inverse_input")
-        gh = {l: w.g(model, l + 1, h[l + 1]) if needs_g else None for l in model.relaxing}
-        n = [M.normalised_input(v) for v in h]
-        return {"t": t, "gh": gh, "n": n}
 
 
 def _steady(k: dict, y: dict, atol: float, rtol: float) -> bool:

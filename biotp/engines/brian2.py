@@ -1,0 +1,231 @@
+"""The brian2 engine: the same model as NeuronGroups with unit-checked equations.
+
+Each population is a `NeuronGroup` whose equations are the strings of
+`biotp.dynamics.model` (the target variable `t` is called `tgt`, since brian2 reserves
+`t` for time), with the time constants carrying their units: brian2 checks every
+equation's dimensions.  The nonlocal inputs (weight products, decoders g_l) are dense
+products computed by one `network_operation` at the start of every time step, with the
+same torch functions the torch engine uses; the plastic weights live in `Synapses` with
+the clock-driven rule `model.PLASTICITY`, updated before the groups (order -1).  Brian2's
+schedule -- inputs from the state at step n, then every state updater -- is a synchronous
+Euler step, so the two engines agree to rounding in float64.
+
+Presents one example at a time, Euler only, stops after the phase durations.  The code
+generation target is `numpy` (default) or `cython`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from ..dynamics import model as M
+from ..errors import ConfigError
+from .torch import Phase, Presentation
+
+RENAME = {"t": "tgt"}
+
+
+def brian_expr(text: str) -> str:
+    """An equation string in brian2's names (t -> tgt)."""
+    return re.sub(r"\b(t)\b", lambda m: RENAME[m.group(1)], text)
+
+
+def population_equations(model: M.Model, l: int) -> str:
+    """The brian2 equations of population l (0 = input), generated from the model."""
+    if l == 0:
+        return "h : 1\nn : 1"
+    lines = [f"dh/dt = {model.forward[l].text} : 1", "a : 1", "fwd : 1 (shared)", "n : 1"]
+    if l in model.relaxing and model.var == "t":
+        text = brian_expr(model.target[l].text)
+        lines += [f"{n} : 1" for n in M.INPUTS[model.spec.relaxation]] + ["on : 1 (shared)", f"dtgt/dt = {text} : 1"]
+        if model.plastic:
+            lines.append(f"tdot = {text} : 1/second")
+    elif l in model.relaxing:  # inverse_input: the target is read out of the decoder input u_l
+        lines += ["gu : 1", "gh : 1", f"tgt = {brian_expr(M.T_OF_U)} : 1"]
+        if model.plastic:
+            lines.append("tdot : 1/second")  # d g(u)/dt, through the decoder
+    else:
+        lines.append("tgt : 1")
+    return "\n".join(lines)
+
+
+def decoder_input_equations(model: M.Model, l: int) -> str:
+    """inverse_input: the decoder-input population u_l of g_{l+1} (size n_{l+1})."""
+    return "\n".join([f"du/dt = {brian_expr(model.target[l].text)} : 1", "tup : 1", "fgu : 1", "on : 1 (shared)"])
+
+
+class Brian2Engine:
+    """Runs presentations of single examples; `weights` are updated in place."""
+
+    name = "brian2"
+
+    def __init__(self, model: M.Model, weights: M.Weights, loss, *, generator=None, codegen: str = "numpy"):
+        import brian2 as b2
+
+        spec = model.spec
+        if spec.solver != "euler":
+            raise ConfigError(f"dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r}")
+        if weights.W[1].dtype != torch.float64:
+            raise ConfigError("dynamics.dtype: the brian2 engine computes in float64; set dynamics.dtype=float64")
+        b2.prefs.codegen.target = codegen
+        self.b2, self.model, self.w, self.loss, self.spec, self.generator = b2, model, weights, loss, spec, generator
+        dt = spec.dt * b2.second
+        L = model.L
+        self.groups = [
+            b2.NeuronGroup(model.sizes[l], population_equations(model, l), method="euler", dt=dt,
+                           name=f"input" if l == 0 else f"layer{l}")
+            for l in range(L + 1)
+        ]
+        self.decoders = {l: b2.NeuronGroup(model.sizes[l + 1], decoder_input_equations(model, l), method="euler",
+                                           dt=dt, name=f"decoder{l}")
+                         for l in (model.relaxing if model.var == "u" else [])}
+        self.synapses = {}
+        if model.plastic:
+            for l in range(1, model.top + 1):
+                eqs = "w : 1" if l == model.top else f"dw/dt = {M.PLASTICITY} : 1 (clock-driven)"
+                S = b2.Synapses(self.groups[l - 1], self.groups[l], eqs, method="euler", dt=dt, order=-1,
+                                name=f"W{l}")
+                n_pre, n_post = model.sizes[l - 1], model.sizes[l]
+                S.connect(i=np.tile(np.arange(n_pre), n_post), j=np.repeat(np.arange(n_post), n_pre))
+                S.w = weights.W[l].numpy().ravel()  # synapse k = post * n_pre + pre: w.reshape = W
+                self.synapses[l] = S
+        self.record = {}
+        for pop, variables in spec.record.items():
+            l = 0 if pop == "input" else int(pop.removeprefix("layer"))
+            names = sorted({RENAME.get(v, v) for v in variables if v != "u"} | {"h"})
+            self.record[pop] = b2.StateMonitor(self.groups[l], names, record=True, dt=spec.record_every * dt,
+                                               order=1, name=f"monitor_{pop}")
+            if "u" in variables and l in self.decoders:
+                self.record[pop + "/u"] = b2.StateMonitor(self.decoders[l], ["u"], record=True,
+                                                          dt=spec.record_every * dt, order=1, name=f"monitor_{pop}_u")
+        self.op = b2.NetworkOperation(self._inputs, dt=dt, when="start", order=0)
+        self.net = b2.Network(self.groups, list(self.decoders.values()), list(self.synapses.values()), list(self.record.values()), self.op)
+        self.namespace = {"tau_f": spec.tau_f * b2.second, "tau_t": spec.tau_t * b2.second,
+                          "eta": spec.plasticity.eta, "gamma": spec.plasticity.gamma * b2.hertz}
+        self.phase = "forward"
+        self.frame: dict = {}
+
+    # ---------------------------------------------------------------- raw arrays
+    def _arr(self, l: int, name: str) -> torch.Tensor:
+        """A live torch view [1, n] of a variable of population l (u_l: its decoder input)."""
+        group = self.decoders[l] if name in ("u", "tup", "fgu") or (name == "on" and l in self.decoders) else self.groups[l]
+        return torch.from_numpy(group.variables[name].get_value()).view(1, -1)
+
+    def _weights(self) -> M.Weights:
+        W = list(self.w.W)
+        for l, S in self.synapses.items():
+            W[l] = torch.from_numpy(S.variables["w"].get_value()).view(self.model.sizes[l], self.model.sizes[l - 1])
+        return M.Weights(W, self.w.b, self.w.V, self.w.c)
+
+    def _inputs(self):
+        """The network operation: every nonlocal input from the state at this step."""
+        model, w = self.model, self._weights()
+        h = [self._arr(l, "h") for l in range(model.L + 1)]
+        if self.phase == "forward":
+            for l in range(1, model.L + 1):
+                self._arr(l, "a")[:] = M.drive(w, l, h[l - 1])
+            return
+        f = self.frame
+        state = {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
+                 "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
+        t = M.targets_now(model, state, f["t"], f["h"], f["gh"], w)
+        for l in model.relaxing:
+            for name, value in M.inputs(model, l, t, state["u"], f["h"], f["gh"], w).items():
+                self._arr(l, name)[:] = value
+        if model.var == "u" and model.plastic:
+            _, tdot, _ = M.target_rates(model, state, f["t"], f["h"], f["gh"], w, f["on"], self.spec.tau_t)
+            for l in model.relaxing:
+                self._arr(l, "tdot")[:] = tdot[l]
+
+    # ------------------------------------------------------------- presentation
+    def present(self, x: torch.Tensor, y: torch.Tensor, record=None) -> Presentation:
+        if x.shape[0] != 1:
+            raise ConfigError(f"the brian2 engine presents one example at a time; got a batch of {x.shape[0]}")
+        b2, model, spec, L = self.b2, self.model, self.spec, self.model.L
+        marks = {pop: len(mon.t) for pop, mon in self.record.items()}  # samples before this example
+        # 1. forward phase from rest
+        self._arr(0, "h")[:] = x.reshape(1, -1)
+        for l in range(1, L + 1):
+            G = self.groups[l]
+            G.variables["h"].get_value()[:] = 0
+            G.variables["fwd"].get_value()[:] = 1
+            if l in model.relaxing:
+                self._arr(l, "on")[:] = 0
+        for S in self.synapses.values():
+            S.active = False
+        self.phase = "forward"
+        n_f = spec.steps(spec.forward_phase)
+        self.net.run(n_f * spec.dt * b2.second, namespace=self.namespace)
+        h = [self._arr(l, "h").clone() for l in range(L + 1)]
+        fphase = Phase(n_f, self._residual_forward(h))
+        # 2. feedback plasticity, 3. onset
+        M.update_feedback(model, h, self.w, self.generator)
+        o = M.onset(model, h, y, self._weights(), self.loss)
+        self.frame = {"t": o["t"], "h": h, "gh": o["gh"], "on": {l: 0.0 for l in model.relaxing}}
+        for l in range(L + 1):
+            self._arr(l, "n")[:] = o["n"][l]
+            if l and not (l in model.relaxing and model.var == "u"):
+                self._arr(l, "tgt")[:] = o["t"][l]
+            if l in model.relaxing and model.var == "u":
+                self._arr(l, "u")[:] = h[l + 1]
+            if l:
+                self.groups[l].variables["fwd"].get_value()[:] = 0
+        w = self._weights()
+        if model.plastic:
+            w.W[model.top] += M.top_step_update(model, o["t"][model.top], h, o["n"])
+            for S in self.synapses.values():
+                S.active = True
+        # 4. target phase, block by block
+        self.phase = "target"
+        blocks = model.layer_blocks() or [[]]
+        n_t = spec.steps(spec.target_phase)
+        for i, block in enumerate(blocks):
+            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
+            for l in model.relaxing:
+                self.frame["on"][l] = 1.0 if l in block else 0.0
+                self._arr(l, "on")[:] = self.frame["on"][l]
+            self.net.run(steps * spec.dt * b2.second, namespace=self.namespace)
+        self._inputs()  # inputs (and read-out targets) of the final state
+        w = self._weights()
+        state = {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
+                 "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
+        t = [v.clone() for v in M.targets_now(model, state, o["t"], h, o["gh"], w)]
+        rates, _, _ = M.target_rates(model, state, o["t"], h, o["gh"], w, {l: 1.0 for l in model.relaxing}, spec.tau_t)
+        tphase = Phase(n_t, {l: float(v.norm(dim=1).max()) for l, v in rates.items()})
+        if model.plastic and spec.plasticity.influence:
+            for l, dW in M.influence_correction(model, t, h, o["n"]).items():
+                w.W[l] += dW
+        for l, S in self.synapses.items():  # hand the weights back
+            self.w.W[l] = w.W[l].clone()
+        return Presentation(h, t, fphase, tphase, self._traces(marks, n_f, h, t, state))
+
+    def _residual_forward(self, h):
+        w = self._weights()
+        return {l: float(((-h[l] + w.f(self.model, l, h[l - 1])) / self.spec.tau_f).norm()) for l in range(1, self.model.L + 1)}
+
+    def _traces(self, marks, n_f, h, t, state) -> dict:
+        """[time, 1, neuron] per requested (population, variable), the final state appended;
+        in the forward phase t := h and u is undefined (NaN), as in the torch engine."""
+        out = {}
+        n_fs = n_f // self.spec.record_every
+        for pop, variables in self.spec.record.items():
+            mon, l = self.record[pop], 0 if pop == "input" else int(pop.removeprefix("layer"))
+            h_trace = np.asarray(mon.h_).T[marks[pop]:]
+            for var in variables:
+                if var == "u":
+                    key = pop + "/u"
+                    if key in self.record:
+                        data = np.concatenate([np.asarray(self.record[key].u_).T[marks[key]:],
+                                               state["u"][l].numpy().reshape(1, -1)])
+                    else:
+                        data = np.full((len(h_trace) + 1, self.model.sizes[min(l + 1, self.model.L)]), np.nan)
+                    data[:n_fs] = np.nan
+                else:
+                    data = np.asarray(getattr(mon, RENAME.get(var, var) + "_")).T[marks[pop]:]
+                    data = np.concatenate([data, {"h": h[l], "t": t[l]}[var].numpy().reshape(1, -1)])
+                    data[:n_fs] = h_trace[:n_fs]
+                out[(pop, var)] = torch.from_numpy(np.ascontiguousarray(data[:, None, :]))
+        return out
