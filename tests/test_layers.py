@@ -179,3 +179,14 @@ def test_network_builds_spatial_layers_and_learned_feedback_shapes():
     hs = net(torch.rand(2, 3, 8, 8))
     for l, g in net.feedback.items():
         assert g(hs[int(l)]).shape == hs[int(l) - 1].shape
+
+
+@pytest.mark.parametrize("name", ["tjml_lenet_mnist", "tjml_vgg_cifar10", "tjml_mixer_cifar10",
+                                  "bartunov_mnist_lc", "bartunov_cifar10_lc"])
+def test_architecture_circuits_parse(name):
+    from pathlib import Path
+
+    from biotp.circuit import load_circuit
+
+    c = load_circuit(Path(__file__).parent.parent / "circuits" / f"{name}.yaml")
+    assert c.network.layers[-1].size == 10 and isinstance(c.network.input, list)
