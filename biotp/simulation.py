@@ -117,8 +117,8 @@ def simulate(
     net         a `biotp.network.Network` to simulate (default: built from the circuit with
                 `seed`); its weights are copied, not changed.
     batch_size  examples presented side by side (torch); default 1 with plasticity (an
-                online stream), else the circuit's data.batch_size.  brian2 presents one at
-                a time.
+                online stream), else the circuit's data.batch_size.  brian2 presents the
+                examples one after another, `batch_size` (default 25) per brian2 run.
     backend     'torch' or 'brian2' (`codegen`: 'numpy' or 'cython').
     test        (x, y) on which to measure error before/after (default: the dataset's test
                 split, or the stream itself when x is given).
@@ -140,7 +140,7 @@ def simulate(
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     dev = _device(device) if backend == "torch" else torch.device("cpu")
-    dtype = getattr(torch, spec.dtype)
+    dtype = torch.float64 if backend == "brian2" else getattr(torch, spec.dtype)  # brian2 computes in float64
 
     if x is None:
         x, y, tx, ty = _stream(circuit, examples, data_dir, circuit.seed)
@@ -165,7 +165,7 @@ def simulate(
         from .engines.brian2 import Brian2Engine
 
         engine = Brian2Engine(model, weights, loss, generator=generator, codegen=codegen)
-        batch = 1
+        batch = batch_size or 25  # examples per brian2 run, one after another
     else:
         from .engines.torch import TorchEngine
 

@@ -69,7 +69,7 @@ class Brian2Engine:
         if spec.solver != "euler":
             raise ConfigError(f"dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r}")
         if weights.W[1].dtype != torch.float64:
-            raise ConfigError("dynamics.dtype: the brian2 engine computes in float64; set dynamics.dtype=float64")
+            raise ConfigError("the brian2 engine computes in float64: pass float64 weights (biotp.simulate does)")
         b2.prefs.codegen.target = codegen
         self.b2, self.model, self.w, self.loss, self.spec, self.generator = b2, model, weights, loss, spec, generator
         dt = spec.dt * b2.second
@@ -85,7 +85,7 @@ class Brian2Engine:
         self.synapses = {}
         if model.plastic:
             for l in range(1, model.top + 1):
-                eqs = "w : 1" if l == model.top else f"dw/dt = {M.PLASTICITY} : 1 (clock-driven)"
+                eqs = "w : 1" if l == model.top else f"dw/dt = plastic * {M.PLASTICITY} : 1 (clock-driven)\nplastic : 1 (shared)"
                 S = b2.Synapses(self.groups[l - 1], self.groups[l], eqs, method="euler", dt=dt, order=-1,
                                 name=f"W{l}")
                 n_pre, n_post = model.sizes[l - 1], model.sizes[l]
@@ -101,7 +101,7 @@ class Brian2Engine:
             if "u" in variables and l in self.decoders:
                 self.record[pop + "/u"] = b2.StateMonitor(self.decoders[l], ["u"], record=True,
                                                           dt=spec.record_every * dt, order=1, name=f"monitor_{pop}_u")
-        self.op = b2.NetworkOperation(self._inputs, dt=dt, when="start", order=0)
+        self.op = b2.NetworkOperation(self._tick, dt=dt, when="start", order=0)
         self.net = b2.Network(self.groups, list(self.decoders.values()), list(self.synapses.values()), list(self.record.values()), self.op)
         self.namespace = {"tau_f": spec.tau_f * b2.second, "tau_t": spec.tau_t * b2.second,
                           "eta": spec.plasticity.eta, "gamma": spec.plasticity.gamma * b2.hertz}
@@ -129,8 +129,7 @@ class Brian2Engine:
                 self._arr(l, "a")[:] = M.drive(w, l, h[l - 1])
             return
         f = self.frame
-        state = {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
-                 "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
+        state = self._state()
         t = M.targets_now(model, state, f["t"], f["h"], f["gh"], w)
         for l in model.relaxing:
             for name, value in M.inputs(model, l, t, state["u"], f["h"], f["gh"], w).items():
@@ -142,29 +141,64 @@ class Brian2Engine:
 
     # ------------------------------------------------------------- presentation
     def present(self, x: torch.Tensor, y: torch.Tensor, record=None) -> Presentation:
-        if x.shape[0] != 1:
-            raise ConfigError(f"the brian2 engine presents one example at a time; got a batch of {x.shape[0]}")
-        b2, model, spec, L = self.b2, self.model, self.spec, self.model.L
-        marks = {pop: len(mon.t) for pop, mon in self.record.items()}  # samples before this example
-        # 1. forward phase from rest
-        self._arr(0, "h")[:] = x.reshape(1, -1)
-        for l in range(1, L + 1):
-            G = self.groups[l]
-            G.variables["h"].get_value()[:] = 0
-            G.variables["fwd"].get_value()[:] = 1
+        """Present the examples of `x` one after another in a single brian2 run: the network
+        operation switches phases on the clock (forward phase from rest, onset, target
+        blocks), so brian2 sets its run up once per stream, not per example."""
+        b2, spec = self.b2, self.spec
+        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
+        self.stream = {"x": x.reshape(len(x), -1), "y": y, "step": 0, "P": n_f + n_t, "n_f": n_f,
+                       "marks": {pop: len(mon.t) for pop, mon in self.record.items()}, "done": []}
+        blocks = self.model.layer_blocks() or [[]]
+        self.stream["blocks"] = {n_f + i * (n_t // len(blocks)): block for i, block in enumerate(blocks)}
+        self.net.run(len(x) * (n_f + n_t) * spec.dt * b2.second, namespace=self.namespace)
+        self._finish()
+        done = self.stream["done"]
+        h = [torch.cat([d["h"][l] for d in done]) for l in range(self.model.L + 1)]
+        t = [torch.cat([d["t"][l] for d in done]) for l in range(self.model.L + 1)]
+        worst = lambda key: {l: max(d[key][l] for d in done) for l in done[0][key]}  # noqa: E731
+        traces = {k: torch.cat([d["traces"][k] for d in done], dim=1) for k in done[0]["traces"]}
+        return Presentation(h, t, Phase(n_f, worst("fres")), Phase(n_t, worst("tres")), traces)
+
+    def _tick(self):
+        """Every step: switch phases on the clock, then compute the nonlocal inputs."""
+        st = self.stream
+        k, s = divmod(st["step"], st["P"])
+        if s == 0:
+            if k:
+                self._finish()
+            self._start(k)
+        if s == st["n_f"]:
+            self._onset(k)
+        if s in st["blocks"]:
+            for l in self.model.relaxing:
+                self.frame["on"][l] = 1.0 if l in st["blocks"][s] else 0.0
+                self._arr(l, "on")[:] = self.frame["on"][l]
+        st["step"] += 1
+        self._inputs()
+
+    def _start(self, k: int):
+        """Example k: input clamped, activities at rest, forward settling on."""
+        model = self.model
+        self._arr(0, "h")[:] = self.stream["x"][k]
+        for l in range(1, model.L + 1):
+            self._arr(l, "h")[:] = 0
+            self._arr(l, "fwd")[:] = 1
             if l in model.relaxing:
                 self._arr(l, "on")[:] = 0
         for S in self.synapses.values():
-            S.active = False
+            if "plastic" in S.variables:
+                S.variables["plastic"].get_value()[:] = 0
         self.phase = "forward"
-        n_f = spec.steps(spec.forward_phase)
-        self.net.run(n_f * spec.dt * b2.second, namespace=self.namespace)
+        self.k = k
+
+    def _onset(self, k: int):
+        """End of the forward phase: feedback plasticity, then the targets' initial values."""
+        model, L = self.model, self.model.L
         h = [self._arr(l, "h").clone() for l in range(L + 1)]
-        fphase = Phase(n_f, self._residual_forward(h))
-        # 2. feedback plasticity, 3. onset
+        self.fres = self._residual_forward(h)
         M.update_feedback(model, h, self.w, self.generator)
-        o = M.onset(model, h, y, self._weights(), self.loss)
-        self.frame = {"t": o["t"], "h": h, "gh": o["gh"], "on": {l: 0.0 for l in model.relaxing}}
+        o = M.onset(model, h, self.stream["y"][k : k + 1], self._weights(), self.loss)
+        self.frame = {"t": o["t"], "h": h, "gh": o["gh"], "n": o["n"], "on": {l: 0.0 for l in model.relaxing}}
         for l in range(L + 1):
             self._arr(l, "n")[:] = o["n"][l]
             if l and not (l in model.relaxing and model.var == "u"):
@@ -172,35 +206,37 @@ class Brian2Engine:
             if l in model.relaxing and model.var == "u":
                 self._arr(l, "u")[:] = h[l + 1]
             if l:
-                self.groups[l].variables["fwd"].get_value()[:] = 0
-        w = self._weights()
+                self._arr(l, "fwd")[:] = 0
         if model.plastic:
-            w.W[model.top] += M.top_step_update(model, o["t"][model.top], h, o["n"])
+            self._weights().W[model.top] += M.top_step_update(model, o["t"][model.top], h, o["n"])
             for S in self.synapses.values():
-                S.active = True
-        # 4. target phase, block by block
+                if "plastic" in S.variables:
+                    S.variables["plastic"].get_value()[:] = 1
         self.phase = "target"
-        blocks = model.layer_blocks() or [[]]
-        n_t = spec.steps(spec.target_phase)
-        for i, block in enumerate(blocks):
-            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
-            for l in model.relaxing:
-                self.frame["on"][l] = 1.0 if l in block else 0.0
-                self._arr(l, "on")[:] = self.frame["on"][l]
-            self.net.run(steps * spec.dt * b2.second, namespace=self.namespace)
+
+    def _finish(self):
+        """End of an example's target phase: read the results, apply the layer factor."""
+        model, spec, f = self.model, self.spec, self.frame
         self._inputs()  # inputs (and read-out targets) of the final state
         w = self._weights()
-        state = {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
-                 "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
-        t = [v.clone() for v in M.targets_now(model, state, o["t"], h, o["gh"], w)]
-        rates, _, _ = M.target_rates(model, state, o["t"], h, o["gh"], w, {l: 1.0 for l in model.relaxing}, spec.tau_t)
-        tphase = Phase(n_t, {l: float(v.norm(dim=1).max()) for l, v in rates.items()})
+        state = self._state()
+        t = [v.clone() for v in M.targets_now(model, state, f["t"], f["h"], f["gh"], w)]
+        rates, _, _ = M.target_rates(model, state, f["t"], f["h"], f["gh"], w, {l: 1.0 for l in model.relaxing}, spec.tau_t)
         if model.plastic and spec.plasticity.influence:
-            for l, dW in M.influence_correction(model, t, h, o["n"]).items():
+            for l, dW in M.influence_correction(model, t, f["h"], f["n"]).items():
                 w.W[l] += dW
-        for l, S in self.synapses.items():  # hand the weights back
+        for l in self.synapses:  # hand the weights back
             self.w.W[l] = w.W[l].clone()
-        return Presentation(h, t, fphase, tphase, self._traces(marks, n_f, h, t, state))
+        st = self.stream
+        marks = {pop: mark + len(st["done"]) * (st["P"] // spec.record_every) for pop, mark in st["marks"].items()}
+        st["done"].append({"h": f["h"], "t": t, "fres": self.fres,
+                           "tres": {l: float(v.norm(dim=1).max()) for l, v in rates.items()},
+                           "traces": self._traces(marks, st["n_f"], f["h"], t, state)})
+
+    def _state(self) -> dict:
+        model = self.model
+        return {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
+                "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
 
     def _residual_forward(self, h):
         w = self._weights()
