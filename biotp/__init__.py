@@ -9,6 +9,7 @@
 from .circuit import Circuit, load_circuit
 from .errors import BiotpError, ConfigError, DataError, DivergenceError
 from .runs import open_run
+from .simulation import simulate
 from .training import train
 
 __all__ = ["BiotpError", "Circuit", "ConfigError", "DataError", "DivergenceError", "load_circuit", "open_run", "train"]
