@@ -62,7 +62,8 @@ class Session:
         )
         self.n_classes = splits.train.n_classes
         torch.manual_seed(circuit.seed)
-        self.rule: Algorithm = build(circuit, self.train[0].shape[1], self.n_classes, self.device)
+        # data stay flat; the network reshapes them to the input shape where a layer is spatial
+        self.rule: Algorithm = build(circuit, splits.train.input_shape, self.n_classes, self.device)
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
         if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)

@@ -3,7 +3,7 @@ sent straight to every hidden layer through a fixed random B_l."""
 
 import torch
 
-from .base import Algorithm, Step
+from .base import Algorithm, Step, require_dense
 
 
 class DFA(Algorithm):
@@ -14,6 +14,7 @@ class DFA(Algorithm):
 
     def __init__(self, circuit, net, loss):
         super().__init__(circuit, net, loss)
+        require_dense(self)
         g = torch.Generator().manual_seed(circuit.seed + 1)
         n_out, scale = net.layers[-1].n_out, circuit.feedback.random_scale
         for l, layer in enumerate(net.layers[:-1], start=1):

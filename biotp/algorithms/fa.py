@@ -4,7 +4,7 @@ through fixed random matrices B_l in place of W_lᵀ."""
 import torch
 from torch.nn import functional as F
 
-from .base import Algorithm, Step
+from .base import Algorithm, Step, require_dense
 
 
 class _AlignedLinear(torch.autograd.Function):
@@ -32,6 +32,7 @@ class FA(Algorithm):
 
     def __init__(self, circuit, net, loss):
         super().__init__(circuit, net, loss)
+        require_dense(self)
         g = torch.Generator().manual_seed(circuit.seed + 1)
         scale = circuit.feedback.random_scale
         for l, layer in enumerate(net.layers[1:], start=2):
