@@ -21,7 +21,7 @@ from .sdtp import SDTP
 from .tjml import TJML
 from .tp import TP
 
-ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, TJML, GTP, DTPGN, LDRL)}
+ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, GTP, DTPGN, LDRL, TJML)}
 
 
 def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, device: str | torch.device = "cpu") -> Algorithm:
