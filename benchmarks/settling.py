@@ -78,6 +78,9 @@ def main():
 
     rate, nf, nt, _ = throughput(make(c, net), x, y, 128)
     rows.append(("settle  torch batch 128", rate))
+    c32 = circuit(False, dtype="float32")
+    e32 = TorchEngine(M.build_model(c32.dynamics, net), M.Weights.of(net, torch.float32), Loss("cross_entropy", 10))
+    rows.append(("settle  torch batch 128, float32", throughput(e32, x.float(), y, 128)[0]))
     rate1, nf1, nt1, _ = throughput(make(c, net), x[: args.small], y[: args.small], 1)
     rows.append(("settle  torch batch 1", rate1))
     nf, nt = max(nf, nf1), max(nt, nt1)

@@ -43,7 +43,7 @@ def decay(solver, dt, tau=2e-3, T=10e-3):
     y = {"h": {1: torch.ones(1, 3, dtype=D)}}
     x = torch.zeros(1, 2, dtype=D)
     for _ in range(round(T / dt)):
-        y, _ = solver.step(forward_field, y, dt, x, eng.model, eng.w, tau)
+        y, _ = solver.step(forward_field, y, dt, M.drive(eng.w, 1, x), eng.model, eng.w, tau)
     return y["h"][1][0, 0].item()
 
 

@@ -125,7 +125,7 @@ class Brian2Engine:
         model, w = self.model, self._weights()
         h = [self._arr(l, "h") for l in range(model.L + 1)]
         if self.phase == "forward":
-            for l in range(1, model.L + 1):
+            for l in range(2, model.L + 1):  # a_1 is constant while x is clamped (set in _start)
                 self._arr(l, "a")[:] = M.drive(w, l, h[l - 1])
             return
         f = self.frame
@@ -180,6 +180,7 @@ class Brian2Engine:
         """Example k: input clamped, activities at rest, forward settling on."""
         model = self.model
         self._arr(0, "h")[:] = self.stream["x"][k]
+        self._arr(1, "a")[:] = M.drive(self._weights(), 1, self._arr(0, "h"))
         for l in range(1, model.L + 1):
             self._arr(l, "h")[:] = 0
             self._arr(l, "fwd")[:] = 1

@@ -22,13 +22,14 @@ from ..dynamics import model as M
 from .integrators import SOLVERS
 
 
-def forward_field(y: dict, x: torch.Tensor, model: M.Model, w: M.Weights, tau_f: float) -> dict:
-    """dh_l/dt for l = 1..L, h_0 = x (see `model.forward`)."""
+def forward_field(y: dict, a1: torch.Tensor, model: M.Model, w: M.Weights, tau_f: float) -> dict:
+    """dh_l/dt for l = 1..L (see `model.forward`); `a1` = W_1 x + b_1 is constant while the
+    input x is clamped."""
     h = y["h"]
     rates = {}
     for l in range(1, model.L + 1):
-        prev = x if l == 1 else h[l - 1]
-        rates[l] = model.forward[l].evaluate({"h": h[l], "a": M.drive(w, l, prev), "tau_f": tau_f, "fwd": 1.0})
+        a = a1 if l == 1 else M.drive(w, l, h[l - 1])
+        rates[l] = model.forward[l].evaluate({"h": h[l], "a": a, "tau_f": tau_f, "fwd": 1.0})
     return {"h": rates}
 
 
@@ -169,7 +170,7 @@ class TorchEngine:
         zeros = {l: x.new_zeros(x.shape[0], model.sizes[l]) for l in range(1, L + 1)}
         as_list = lambda yf: [x] + [yf["h"][l] for l in range(1, L + 1)]  # noqa: E731
         yf, phase = self._run(forward_field, {"h": zeros}, spec.steps(spec.forward_phase),
-                              (x, model, self.w, spec.tau_f), lambda yf: sample(as_list(yf)), "h")
+                              (M.drive(self.w, 1, x), model, self.w, spec.tau_f), lambda yf: sample(as_list(yf)), "h")
         return as_list(yf), phase
 
 
