@@ -1,6 +1,6 @@
 """Settling and online-learning throughput of the two engines on one 784-256-256-10 circuit.
 
-    /work/venv/bin/python benchmarks/settling.py [--examples 1024] [--data-dir DIR]
+    python benchmarks/settling.py [--examples 1024] [--data-dir DIR]
 
 Settling: forward phase then target phase (difference relaxation, float64, Euler), each to
 the tolerance ‖dy/dt‖ < atol + rtol‖y‖ (torch; brian2 runs the number of steps torch
