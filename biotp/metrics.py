@@ -1,4 +1,4 @@
-"""Measurements on a network and its learning rule: angles to backprop, error rates.
+"""Measurements on a network and its learning rule: angles to backprop.
 
 (Jacobian matching losses of seed 003 live here too.)
 """
@@ -39,14 +39,6 @@ def bp_angles(rule, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         for name, a, b in zip(rule.net.layer_names(), ours, theirs)
     }
 
-
-@torch.no_grad()
-def error_rate(predict, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Fraction of examples whose arg-max output differs from the label."""
-    wrong = 0
-    for i in range(0, len(x), batch_size):
-        wrong += int((predict(x[i : i + batch_size]).argmax(1) != y[i : i + batch_size]).sum())
-    return wrong / max(len(x), 1)
 
 
 # ------------------------------------------------------- Jacobian matching losses (seed 003 §4)

@@ -22,7 +22,7 @@ from . import data as datasets
 from .algorithms import Algorithm, build
 from .circuit import Circuit
 from .errors import BiotpError, DivergenceError
-from .metrics import bp_angles, error_rate
+from .metrics import bp_angles
 from .runs import Run, open_run, run_attrs, write_run
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
@@ -107,40 +107,36 @@ class Session:
         bar.close()
 
     def check_finite(self, result, x, epoch: int, step: int) -> None:
-        """Stop on NaN/inf, naming the first layer where it appears."""
-        bad = [v for v in (result.loss, result.feedback_loss) if v is not None and not torch.isfinite(v)]
-        if not bad:
+        """Stop on NaN/inf, naming where it first shows: a parameter, its update, or an activity."""
+        if all(v is None or torch.isfinite(v) for v in (result.loss, result.feedback_loss)):
             return
-        where = "the loss"
         with torch.no_grad():
-            for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:]):
-                if not torch.isfinite(h).all():
-                    where = f"the activity of {name}"
-                    break
-            for pname, p in self.rule.named_parameters():
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    where = f"the update of {_friendly(pname)}"
-                if not torch.isfinite(p).all():
-                    where = f"{_friendly(pname)}"
-                if "activity" not in where and where != "the loss":
-                    break
+            params = list(self.rule.named_parameters())
+            culprits = [_friendly(n) for n, p in params if not torch.isfinite(p).all()]
+            culprits += [f"the update of {_friendly(n)}" for n, p in params
+                         if p.grad is not None and not torch.isfinite(p.grad).all()]
+            culprits += [f"the activity of {name}" for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:])
+                         if not torch.isfinite(h).all()]
         raise DivergenceError(
-            f"training diverged at epoch {epoch}, step {step}: {where} is not finite (NaN/inf); "
-            f"lower the learning rate or eta_hat"
+            f"training diverged at epoch {epoch}, step {step}: {(culprits or ['the loss'])[0]} is not finite "
+            f"(NaN/inf); lower the learning rate or eta_hat"
         )
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        """Loss and error on the whole training set, error on validation and test."""
         self.rule.eval()
-        x, y = self.train
-        losses = [float(self.rule.loss(self.rule.predict(x[i : i + 1000]), y[i : i + 1000], "sum")) for i in range(0, len(x), 1000)]
-        return {
-            "train_loss": sum(losses) / len(x),
-            "train_error": error_rate(self.rule.predict, *self.train),
-            "val_error": error_rate(self.rule.predict, *self.val) if len(self.val[0]) else float("nan"),
-            "test_error": error_rate(self.rule.predict, *self.test),
-        }
+        row = {}
+        for split, (x, y) in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if len(x) == 0:
+                row[f"{split}_error"] = float("nan")
+                continue
+            out = torch.cat([self.rule.predict(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+            if split == "train":
+                row["train_loss"] = float(self.rule.loss(out, y))
+            row[f"{split}_error"] = float((out.argmax(1) != y).float().mean())
+        return {k: row[k] for k in ("train_loss", "train_error", "val_error", "test_error")}
 
     def angles(self) -> dict[str, float]:
         """Angle to BP per layer on a fixed training batch (the first of epoch 0's order)."""

@@ -81,6 +81,11 @@ class Algorithm(nn.Module):
         self.circuit, self.spec, self.net, self.loss = circuit, circuit.algorithm, net, loss
         self.noise = circuit.feedback.noise
 
+    def fixed_random(self, name: str, shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> None:
+        """Register a fixed random feedback matrix N(0, scale²/fan_in) as buffer `name`."""
+        scale = self.circuit.feedback.random_scale
+        self.register_buffer(name, torch.randn(shape, generator=generator) * scale / fan_in**0.5)
+
     @property
     def trains_feedback(self) -> bool:
         return self.feedback_kind == "learned"

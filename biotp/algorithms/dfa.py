@@ -16,10 +16,9 @@ class DFA(Algorithm):
         super().__init__(circuit, net, loss)
         require_dense(self)
         g = torch.Generator().manual_seed(circuit.seed + 1)
-        n_out, scale = net.layers[-1].n_out, circuit.feedback.random_scale
+        n_out = net.layers[-1].n_out
         for l, layer in enumerate(net.layers[:-1], start=1):
-            B = torch.randn(n_out, layer.n_out, generator=g) * scale / n_out**0.5
-            self.register_buffer(f"B{l}", B)
+            self.fixed_random(f"B{l}", (n_out, layer.n_out), n_out, g)
 
     def grads(self, x, y, *, forward=True, feedback=True):
         hs = self.net(x, local=True)

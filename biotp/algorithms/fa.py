@@ -34,10 +34,8 @@ class FA(Algorithm):
         super().__init__(circuit, net, loss)
         require_dense(self)
         g = torch.Generator().manual_seed(circuit.seed + 1)
-        scale = circuit.feedback.random_scale
         for l, layer in enumerate(net.layers[1:], start=2):
-            B = torch.randn(layer.weight.shape, generator=g) * scale / layer.n_in**0.5
-            self.register_buffer(f"B{l}", B)
+            self.fixed_random(f"B{l}", layer.weight.shape, layer.n_in, g)
 
     def feedback_matrix(self, l: int) -> torch.Tensor:
         return getattr(self, f"B{l}")
