@@ -70,13 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extensions():
-    """Subcommands that live beside their modules (simulate, run, compare, plot)."""
+    """Subcommands that live beside their modules: each module has `add_<verb>_parser`."""
+    import importlib
+    import importlib.util
+
     found = []
-    try:
-        from .simulation import add_simulate_parser
-        found.append(add_simulate_parser)
-    except ImportError:
-        pass
+    for module, name in (("simulation", "add_simulate_parser"), ("protocols", "add_run_parser"),
+                         ("compare", "add_compare_parser"), ("plots", "add_plot_parser")):
+        if importlib.util.find_spec(f"biotp.{module}") is not None:  # errors inside a module still surface
+            found.append(getattr(importlib.import_module(f"biotp.{module}"), name))
     return found
 
 
