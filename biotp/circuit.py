@@ -439,13 +439,15 @@ def algorithm_names() -> list[str]:
 # ----------------------------------------------------------------- parsing, errors
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def format_errors(err: ValidationError, source: str, root: type[BaseModel] | None = None, tags=()) -> str:
+    """One line per error: file, key path, message, value.  `root` is the top model (for
+    the keys an unknown key could have been); `tags` are union tags pydantic puts in paths."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+        loc = ".".join(str(p) for p in e["loc"] if not (_is_union_tag(p) or p in tags))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(e["loc"][:-1])
+            allowed = _allowed_keys(tuple(p for p in e["loc"][:-1] if p not in tags), root or Circuit)
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {value!r}"
@@ -460,9 +462,9 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: tuple, root: type[BaseModel]) -> list[str]:
     """The keys the block at `loc` accepts, for the unknown-key message."""
-    candidates: list[type[BaseModel]] = [Circuit]
+    candidates: list[type[BaseModel]] = [root]
     for part in loc:
         if isinstance(part, int):
             continue
@@ -480,7 +482,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:
-    for key in ("name", "type"):
+    for key in ("name", "type", "kind"):
         field = model.model_fields.get(key)
         if field is not None and getattr(field.annotation, "__args__", None):
             return field.annotation.__args__[0]
@@ -502,21 +504,26 @@ def parse_circuit(data: Any, source: str = "<circuit>") -> Circuit:
     try:
         return Circuit.model_validate({**data, "source": source})
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(format_errors(err, source)) from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed content of a YAML file ({} if empty); errors name the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read {what} file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return copy.deepcopy(data) if data is not None else {}
 
 
 def load_circuit(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Circuit:
     """Read a circuit YAML file and apply `key.path=value` overrides."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read circuit file ({err.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    data = copy.deepcopy(data) if data is not None else {}
+    data = read_yaml(path, "circuit")
     if isinstance(data, dict):
         data.pop("source", None)
         for item in overrides:

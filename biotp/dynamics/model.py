@@ -297,3 +297,38 @@ def build_model(spec, net) -> Model:
     g_acts = [None, None] + [net.feedback[str(l)].act_name if str(l) in net.feedback else None for l in range(2, net.depth + 1)]
     sizes = [net.layers[0].weight.shape[1]] + [m.weight.shape[0] for m in net.layers]
     return Model(spec, acts, g_acts, sizes)
+
+
+# --------------------------------------------------- the discrete rule it settles to
+
+
+def settled_forward(model: Model, w: Weights, x: torch.Tensor) -> list:
+    """h_0..h_L at the forward phase's fixed point: the discrete pass h_l = f_l(h_{l-1})."""
+    h = [x]
+    for l in range(1, model.L + 1):
+        h.append(w.f(model, l, h[-1]))
+    return h
+
+
+def discrete_update(model: Model, w: Weights, x: torch.Tensor, y: torch.Tensor, loss) -> dict:
+    """The weight change ΔW_l a presentation makes once its targets have settled: the
+    fixed point of the `difference` relaxation is the DTP recursion t_l = h_l +
+    g_{l+1}(t_{l+1}) - g_{l+1}(h_{l+1}) (seed 002 eq. 3.15) from the top target's step, and
+    the integrated online rule is the DTP1 update η (t_l - h_l) n_{l-1}ᵀ (seed 001 eq.
+    delta-dtp-regular), rescaled by ‖t_L-h_L‖²/‖t_l-h_l‖² with `influence` (seed 001 §8).
+    Feedback plasticity is not included (the protocol applies it to both)."""
+    if model.spec.relaxation != "difference":
+        raise ConfigError(f"the discrete rule of relaxation {model.spec.relaxation!r} is not defined here; "
+                          "expected relaxation: difference (DTP targets)")
+    h = settled_forward(model, w, x)
+    o = onset(model, h, y, w, loss)
+    t, n, eta = o["t"], o["n"], model.spec.plasticity.eta
+    for l in model.relaxing:  # top-down
+        t[l] = h[l] + w.g(model, l + 1, t[l + 1]) - o["gh"][l]
+    dW = {model.top: top_step_update(model, t[model.top], h, n)}
+    for l in model.relaxing:
+        dW[l] = eta * (t[l] - h[l]).T @ n[l - 1] / n[0].shape[0]
+    if model.spec.plasticity.influence:
+        for l, extra in influence_correction(model, t, h, n).items():
+            dW[l] = dW[l] + extra
+    return dW

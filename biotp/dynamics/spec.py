@@ -30,7 +30,7 @@ from biotp.circuit import Spec
 from .units import Frequency, Time
 
 RELAXATIONS = ("gradient", "difference", "inverse_output", "inverse_input")
-VARIABLES = ("h", "t", "u")
+VARIABLES = ("h", "t", "u", "r")  # r: ‖dy/dt‖ of the moving variable (torch engine)
 
 
 class TargetSpec(Spec):

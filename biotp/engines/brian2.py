@@ -94,6 +94,8 @@ class Brian2Engine:
                 self.synapses[l] = S
         self.record = {}
         for pop, variables in spec.record.items():
+            if "r" in variables:
+                raise ConfigError(f"record {pop}: [r]: the residual ‖dy/dt‖ is recorded by the torch engine only")
             l = 0 if pop == "input" else int(pop.removeprefix("layer"))
             names = sorted({RENAME.get(v, v) for v in variables if v != "u"} | {"h"})
             self.record[pop] = b2.StateMonitor(self.groups[l], names, record=True, dt=spec.record_every * dt,
@@ -107,6 +109,12 @@ class Brian2Engine:
                           "eta": spec.plasticity.eta, "gamma": spec.plasticity.gamma * b2.hertz}
         self.phase = "forward"
         self.frame: dict = {}
+
+    def set_weight(self, kind: str, l: int, value: torch.Tensor) -> None:
+        """Replace W_l (`kind` "W") or V_l ("V"), in the Synapses where W_l is plastic."""
+        getattr(self.w, kind)[l] = value
+        if kind == "W" and l in self.synapses:
+            self.synapses[l].variables["w"].set_value(value.detach().numpy().ravel())
 
     # ---------------------------------------------------------------- raw arrays
     def _arr(self, l: int, name: str) -> torch.Tensor:
