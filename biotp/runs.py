@@ -5,7 +5,8 @@ Layout (readable by any HDF5 tool):
   /metrics/<name>   1-D float64 per epoch (epoch, train_loss, ..., angle_<layer>)
   /traces/<population>/<variable>   [time, example, neuron], attrs: times, time_unit, unit
   /checkpoint/...   parameters, optimiser state, RNG state; attrs: epoch
-  /<any>/...        further groups (settling residuals, sweeps) as nested mappings
+  /<any>/...        further groups (settling residuals, sweep points) as nested mappings;
+                    a mapping's "@attrs" entry holds its group's attributes
 
 The file is written whole to `<name>.tmp-<pid>` and renamed over the old one, so an
 interrupted write never leaves a corrupt run file: the last complete version survives.
@@ -63,9 +64,16 @@ def _as_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
+ATTRS = "@attrs"  # a mapping's key holding its group's HDF5 attributes
+
+
 def _write_tree(group: h5py.Group, tree: Tree) -> None:
     for key, value in tree.items():
         key = str(key)
+        if key == ATTRS:
+            for k, v in value.items():
+                group.attrs[k] = v
+            continue
         if isinstance(value, Mapping):
             _write_tree(group.require_group(key), value)
             continue
@@ -100,7 +108,8 @@ def write_run(path: str | Path, attrs: Mapping[str, Any], tree: Tree) -> Path:
 
 
 def _read_tree(group: h5py.Group) -> dict:
-    out = {}
+    out = {ATTRS: {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items()}} \
+        if len(group.attrs) and not isinstance(group, h5py.File) else {}
     for key, item in group.items():
         if isinstance(item, h5py.Group):
             out[key] = _read_tree(item)

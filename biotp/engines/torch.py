@@ -256,10 +256,10 @@ class TorchEngine:
 
         return kick
 
-    def forward_phase(self, x: torch.Tensor, sample=lambda h, k=None: None) -> tuple[list, Phase]:
+    def forward_phase(self, x: torch.Tensor, sample=lambda h, k=None: None, steps: int | None = None) -> tuple[list, Phase]:
         """Settle τ_f dh_l/dt = -h_l + f_l(a_l) from rest (or `perturb.h0`), clamped
-        populations held; returns ([h_0..h_L], Phase).  No weight changes here: the targets
-        are not moving."""
+        populations held, for `steps` (default: the forward phase); returns ([h_0..h_L],
+        Phase).  No weight changes here: the targets are not moving."""
         model, spec, L, perturb = self.model, self.spec, self.model.L, self.perturb
         clamp = {l: v for l, v in perturb.clamped("forward", "h").items() if l}
         h0 = perturb.h0 or [None] + [x.new_zeros(x.shape[0], model.sizes[l]) for l in range(1, L + 1)]
@@ -270,7 +270,7 @@ class TorchEngine:
             return {"h": {l: v + self._noise(v, noisy[l], spec.tau_f) if l in noisy else v for l, v in y["h"].items()}}
 
         as_list = lambda yf: [x] + [yf["h"][l] for l in range(1, L + 1)]  # noqa: E731
-        yf, phase, _ = self._run(forward_field, y0, spec.steps(spec.forward_phase),
+        yf, phase, _ = self._run(forward_field, y0, spec.steps(spec.forward_phase) if steps is None else steps,
                                  (M.drive(self.w, 1, x), model, self.w, spec.tau_f, tuple(clamp)),
                                  lambda yf, k=None: sample(as_list(yf), k), "h", kick if noisy else None)
         return as_list(yf), phase
