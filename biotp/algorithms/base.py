@@ -51,19 +51,6 @@ def layer_loss(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(h, target, reduction="sum") / h.shape[0]
 
 
-def require_dense(rule: "Algorithm") -> None:
-    """Rules written for fully connected layers refuse other layer types clearly."""
-    from ..errors import ConfigError
-    from ..layers import Dense
-
-    for l, layer in enumerate(rule.net.layers, start=1):
-        if not isinstance(layer, Dense):
-            raise ConfigError(
-                f"{rule.circuit.source or '<circuit>'}: network.layers: {rule.name} supports dense layers only; "
-                f"layer {l} is {type(layer).__name__}"
-            )
-
-
 class Algorithm(nn.Module):
     """One learning rule.  Subclasses set `name` (= module name) and `feedback_kind`, and
     implement `grads`, which fills `.grad` of the parameters they train for one batch.

@@ -14,11 +14,13 @@ from .local import LocalFeedback, LocallyConnected, LocalTranspose
 from .mixer import MixerBlock, MixerMLP
 from .norm import LayerNorm
 from .pool import Flatten, GlobalAvgPool, MaxPool, unpool
-from .registry import AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for
+from .registry import (AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for,
+                       linear_transpose)
 
 __all__ = [
     "ACTIVATIONS", "AnalyticalFeedback", "Conv", "ConvFeedback", "ConvTranspose", "Dense", "DenseFeedback",
     "DenseTranspose", "FeedbackOptions", "Flatten", "GlobalAvgPool", "LayerNorm", "LocalFeedback",
     "LocalTranspose", "LocallyConnected", "MaxPool", "MixerBlock", "MixerMLP", "activation",
-    "analytical_feedback", "build_layer", "derivative", "feedback_for", "initialise", "unpool", "varsigma",
+    "analytical_feedback", "build_layer", "derivative", "feedback_for", "initialise", "linear_transpose", "unpool",
+    "varsigma",
 ]

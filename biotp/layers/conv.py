@@ -15,7 +15,8 @@ from torch.nn import functional as F
 from ..circuit import ConvLayer, PatchEmbedLayer
 from .activations import activation, derivative
 from .pool import unpool
-from .registry import AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for
+from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
+                       linear_transpose)
 
 
 def padding_of(padding, kernel: int) -> int:
@@ -58,11 +59,15 @@ class Conv(nn.Module):
     def pre(self, h):
         return F.conv2d(h, self.weight, self.bias, self.stride, self.padding)
 
-    def forward(self, h):
-        a = self.act(self.pre(h))
+    def post(self, a):
+        """The rest of f after the pre-activation a: f(h) = post(pre(h))."""
+        s = self.act(a)
         if self.pool:
-            return F.max_pool2d(a, self.pool)
-        return a.flatten(2).transpose(1, 2) if self.tokens else a
+            return F.max_pool2d(s, self.pool)
+        return s.flatten(2).transpose(1, 2) if self.tokens else s
+
+    def forward(self, h):
+        return self.post(self.pre(h))
 
     def weight_matrices(self):
         return [self.weight]
@@ -112,8 +117,7 @@ class ConvTranspose(AnalyticalFeedback):
             t = unpool(t, idx, layer.conv_shape[1:])
         elif layer.tokens:
             t = t.transpose(1, 2).reshape(-1, *layer.conv_shape)
-        u = act_feedback(layer.act_name, t, a, self.options)
-        return conv_transpose(u, layer.weight, layer.stride, layer.padding, layer.in_shape[1:])
+        return linear_transpose(layer, act_feedback(layer.act_name, t, a, self.options), layer.weight)
 
 
 @build_layer.register
@@ -139,3 +143,8 @@ def _(layer: Conv, act: str):
 @analytical_feedback.register
 def _(layer: Conv, options=FeedbackOptions()):
     return ConvTranspose(layer, options)
+
+
+@linear_transpose.register
+def _(layer: Conv, u, weight):
+    return conv_transpose(u, weight, layer.stride, layer.padding, layer.in_shape[1:])

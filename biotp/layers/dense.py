@@ -9,7 +9,8 @@ from torch import nn
 
 from ..circuit import DenseLayer
 from .activations import activation, derivative
-from .registry import AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for
+from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
+                       linear_transpose)
 
 
 class Dense(nn.Module):
@@ -27,9 +28,13 @@ class Dense(nn.Module):
     def pre(self, h: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(h.flatten(1), self.weight, self.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.pre(h))
+    def post(self, a: torch.Tensor) -> torch.Tensor:
+        """The rest of f after the pre-activation a: f(h) = post(pre(h))."""
+        out = self.act(a)
         return out if len(self.out_shape) == 1 else out.reshape(-1, *self.out_shape)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.post(self.pre(h))
 
     def derivative(self, h: torch.Tensor) -> torch.Tensor:
         """f'(a) at the output h = f(a)."""
@@ -53,8 +58,7 @@ class DenseTranspose(AnalyticalFeedback):
 
     def __call__(self, t, h):
         layer = self.layer
-        u = act_feedback(layer.act_name, t, h, self.options)
-        return (u.flatten(1) @ layer.weight).reshape(-1, *layer.in_shape)
+        return linear_transpose(layer, act_feedback(layer.act_name, t, h, self.options), layer.weight)
 
 
 @build_layer.register
@@ -74,3 +78,8 @@ def _(layer: Dense, act: str):
 @analytical_feedback.register
 def _(layer: Dense, options=FeedbackOptions()):
     return DenseTranspose(layer, options)
+
+
+@linear_transpose.register
+def _(layer: Dense, u, weight):
+    return (u.flatten(1) @ weight).reshape(-1, *layer.in_shape)

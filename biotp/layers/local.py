@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from ..circuit import LocalLayer
 from .activations import activation
 from .conv import out_size, padding_of
-from .registry import AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for
+from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
+                       linear_transpose)
 
 
 def local_apply(h, weight, kernel, stride, padding):
@@ -49,12 +50,17 @@ class LocallyConnected(nn.Module):
         a = local_apply(h, self.weight, self.kernel, self.stride, self.padding).reshape(-1, *self.out_shape)
         return a if self.bias is None else a + self.bias
 
-    def forward(self, h):
-        return self.act(self.pre(h))
+    def post(self, a):
+        """The rest of f after the pre-activation a: f(h) = post(pre(h))."""
+        return self.act(a)
 
-    def transpose(self, y):
-        """Wᵀ y, y shaped like the output."""
-        return local_transpose(y, self.weight, self.kernel, self.stride, self.padding, self.in_shape[1:])
+    def forward(self, h):
+        return self.post(self.pre(h))
+
+    def transpose(self, y, weight=None):
+        """Wᵀ y, y shaped like the output (`weight`, shaped like W, in place of W if given)."""
+        weight = self.weight if weight is None else weight
+        return local_transpose(y, weight, self.kernel, self.stride, self.padding, self.in_shape[1:])
 
     def weight_matrices(self):
         return [self.weight.data[p] for p in range(len(self.weight))]  # one [C_out, C_in k k] bank per position
@@ -109,3 +115,8 @@ def _(layer: LocallyConnected, act: str):
 @analytical_feedback.register
 def _(layer: LocallyConnected, options=FeedbackOptions()):
     return LocalTranspose(layer, options)
+
+
+@linear_transpose.register
+def _(layer: LocallyConnected, u, weight):
+    return layer.transpose(u, weight)

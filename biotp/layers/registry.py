@@ -1,9 +1,11 @@
-"""The three dispatch tables of the layer package, keyed by type so a new layer (or layer
+"""The dispatch tables of the layer package, keyed by type so a new layer (or layer
 spec) registers itself from outside the core:
 
 - `build_layer(spec, in_shape)`: the forward module(s) a layer spec describes;
 - `feedback_for(layer, act)`: the learned approximate inverse g_l (TP, DTP, ...);
-- `analytical_feedback(layer, options)`: the analytical feedback G*_l of seed 003 (TJMC).
+- `analytical_feedback(layer, options)`: the analytical feedback G*_l of seed 003 (TJMC);
+- `linear_transpose(layer, u, weight)`: the transpose of the linear part of a weighted layer's
+  pre-activation, with `weight` in place of its own (the random feedback of FA, seed 004 §2.1.1).
 
 G*_l is linearised at the forward pass where the paper says so (max-pool indices, the frozen
 s of LayerNorm, σ'(x) of the Hadamard activation feedback), so it is called as
@@ -68,3 +70,11 @@ def feedback_for(layer, act: str):
 def analytical_feedback(layer, options: FeedbackOptions = FeedbackOptions()) -> AnalyticalFeedback:
     """G*_l = argmin_H J^T(H, f_l) (seed 003 eq. 18 under TJMC) for forward layer `layer`."""
     raise TypeError(f"no analytical feedback is registered for layer type {type(layer).__name__}")
+
+
+@singledispatch
+def linear_transpose(layer, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(∂a/∂h)ᵀ u for the pre-activation a = W h + b of `layer`, with `weight` (shaped like W) in
+    place of W: Wᵀ u for dense, the transposed convolution for conv, the transposed untied map for
+    locally connected layers.  u is shaped like a (`layer.pre(h)`), the result like h."""
+    raise TypeError(f"no transposed linear map is registered for layer type {type(layer).__name__}")
