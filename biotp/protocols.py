@@ -532,7 +532,8 @@ class ContinuousRun:
             elif iv.kind == "noise":
                 for ph in phases if iv.variable == "h" else ("target",):
                     noise[(ph, iv.variable, l)] = iv.sigma
-        return Perturbation(clamp, noise, h0)
+        cut = {(kind, l): mask for i, (kind, l, mask) in self.masks.items() if i in self.saved}
+        return Perturbation(clamp, noise, h0, cut)
 
     def _lesions(self, active) -> None:
         """Cut the active lesions' synapses; give back those of lesions that ended."""
@@ -592,8 +593,10 @@ class ContinuousRun:
                 last[l] = self.engine.w.W[l].clone()
             if ref is not None:
                 row["reference_test_error"] = self.evaluate(ref)[0]
-                row.update({name: float(np.mean(vals)) if vals else np.nan for name, vals in pending.items()})
-                pending.clear()
+                for l in range(1, L + 1):  # nan where no update was compared (the first row)
+                    for name in (f"angle_layer{l}", f"distance_layer{l}"):
+                        vals = pending.pop(name, [])
+                        row[name] = float(np.mean(vals)) if vals else np.nan
             for name, v in row.items():
                 metrics.setdefault(name, []).append(v)
 
@@ -618,10 +621,7 @@ class ContinuousRun:
                 dW_ref_here = self._reference_update(self._copy(self.engine.w), xb, yb)
             record = {pop: vs for pop, vs in self.spec.record.items()} if k in recorded else {}
             perturb = self.perturbation(act, yb, h_last)
-            if p.engine == "torch":
-                pres = self.engine.present(xb, yb, record, perturb)
-            else:
-                pres = self.engine.present(xb, yb, record)
+            pres = self.engine.present(xb, yb, record, perturb)
             for (kind, l), W in before.items():
                 self.engine.set_weight(kind, l, W)
             for i, (kind, l, mask) in self.masks.items():  # cut synapses stay cut: no plasticity on them
@@ -635,7 +635,7 @@ class ContinuousRun:
                     pending.setdefault(f"distance_layer{l}", []).append(
                         float((dcont - dref).norm() / dref.norm().clamp_min(1e-30)))
                 self._reference_step(ref, xb, yb)
-            for key, arr in pres.traces.items():
+            for key, arr in pres.traces.items() if k in recorded else ():
                 traces.setdefault(key, []).append(arr.detach().cpu().numpy())
             if p.stimuli.inter_trial is not None:
                 h_last = self._inter_trial(pres.h)

@@ -159,7 +159,7 @@ class DTPGN(Algorithm):
             if self.spec.layer_scaling and l < L:
                 own = (delta * delta).sum(1, keepdim=True)
                 delta = delta * torch.where(own > 0, top / own.clamp_min(torch.finfo(own.dtype).tiny), 0.0)
-            n, inv = _normalised(hs[l - 1], layer.bias is not None)
+            n, inv = _normalised(hs[l - 1].flatten(1), layer.bias is not None)  # an image input is flat to a dense layer
             dW = delta.T @ n / len(delta)
             db = (delta * inv).mean(0) if layer.bias is not None else None
             out[l] = (dW, db)

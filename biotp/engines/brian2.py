@@ -85,12 +85,15 @@ class Brian2Engine:
         self.synapses = {}
         if model.plastic:
             for l in range(1, model.top + 1):
-                eqs = "w : 1" if l == model.top else f"dw/dt = plastic * {M.PLASTICITY} : 1 (clock-driven)\nplastic : 1 (shared)"
+                eqs = "w : 1" if l == model.top else \
+                    f"dw/dt = plastic * alive * {M.PLASTICITY} : 1 (clock-driven)\nplastic : 1 (shared)\nalive : 1"
                 S = b2.Synapses(self.groups[l - 1], self.groups[l], eqs, method="euler", dt=dt, order=-1,
                                 name=f"W{l}")
                 n_pre, n_post = model.sizes[l - 1], model.sizes[l]
                 S.connect(i=np.tile(np.arange(n_pre), n_post), j=np.repeat(np.arange(n_post), n_pre))
                 S.w = weights.W[l].numpy().ravel()  # synapse k = post * n_pre + pre: w.reshape = W
+                if "alive" in S.variables:  # 0 for a lesioned synapse (see `present`)
+                    S.alive = 1.0
                 self.synapses[l] = S
         self.record = {}
         for pop, variables in spec.record.items():
@@ -109,12 +112,19 @@ class Brian2Engine:
                           "eta": spec.plasticity.eta, "gamma": spec.plasticity.gamma * b2.hertz}
         self.phase = "forward"
         self.frame: dict = {}
+        self.cut: dict = {}
 
     def set_weight(self, kind: str, l: int, value: torch.Tensor) -> None:
         """Replace W_l (`kind` "W") or V_l ("V"), in the Synapses where W_l is plastic."""
         getattr(self.w, kind)[l] = value
         if kind == "W" and l in self.synapses:
             self.synapses[l].variables["w"].set_value(value.detach().numpy().ravel())
+
+    def _apply_cut(self, kind: str) -> None:
+        for (k, l), mask in self.cut.items():
+            if k == kind:
+                self.set_weight(kind, l, self._weights().W[l].masked_fill(mask, 0.0) if kind == "W"
+                                else self.w.V[l].masked_fill(mask, 0.0))
 
     # ---------------------------------------------------------------- raw arrays
     def _arr(self, l: int, name: str) -> torch.Tensor:
@@ -148,11 +158,20 @@ class Brian2Engine:
                 self._arr(l, "tdot")[:] = tdot[l]
 
     # ------------------------------------------------------------- presentation
-    def present(self, x: torch.Tensor, y: torch.Tensor, record=None) -> Presentation:
+    def present(self, x: torch.Tensor, y: torch.Tensor, record=None, perturb=None) -> Presentation:
         """Present the examples of `x` one after another in a single brian2 run: the network
         operation switches phases on the clock (forward phase from rest, onset, target
-        blocks), so brian2 sets its run up once per stream, not per example."""
+        blocks), so brian2 sets its run up once per stream, not per example.  Traces are
+        those of the spec's `record` (`record` is ignored); of a `Perturbation` only the
+        lesions (`cut`) are supported."""
         b2, spec = self.b2, self.spec
+        if perturb is not None and (perturb.clamp or perturb.noise or perturb.h0 is not None):
+            raise ConfigError("the brian2 engine supports lesions only; clamps, noise and initial states need engine torch")
+        self.cut = perturb.cut if perturb is not None else {}
+        for l, S in self.synapses.items():
+            if "alive" in S.variables:
+                mask = self.cut.get(("W", l))
+                S.alive = 1.0 if mask is None else (~mask).double().numpy().ravel()
         n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
         self.stream = {"x": x.reshape(len(x), -1), "y": y, "step": 0, "P": n_f + n_t, "n_f": n_f,
                        "marks": {pop: len(mon.t) for pop, mon in self.record.items()}, "done": []}
@@ -206,6 +225,7 @@ class Brian2Engine:
         h = [self._arr(l, "h").clone() for l in range(L + 1)]
         self.fres = self._residual_forward(h)
         M.update_feedback(model, h, self.w, self.generator)
+        self._apply_cut("V")
         o = M.onset(model, h, self.stream["y"][k : k + 1], self._weights(), self.loss)
         self.frame = {"t": o["t"], "h": h, "gh": o["gh"], "n": o["n"], "on": {l: 0.0 for l in model.relaxing}}
         for l in range(L + 1):
@@ -218,6 +238,7 @@ class Brian2Engine:
                 self._arr(l, "fwd")[:] = 0
         if model.plastic:
             self._weights().W[model.top] += M.top_step_update(model, o["t"][model.top], h, o["n"])
+            self._apply_cut("W")
             for S in self.synapses.values():
                 if "plastic" in S.variables:
                     S.variables["plastic"].get_value()[:] = 1

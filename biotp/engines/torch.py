@@ -37,9 +37,10 @@ def forward_field(y: dict, a1: torch.Tensor, model: M.Model, w: M.Weights, tau_f
 
 
 def target_field(y: dict, model: M.Model, t0: list, h: list, gh: dict, n: list, w: M.Weights, on: dict, tau_t: float,
-                 frozen=()) -> dict:
+                 frozen=(), cut=None) -> dict:
     """d(t or u)_l/dt for the relaxing layers and, with plasticity, dW_l/dt; targets in
-    `frozen` are clamped (rate 0, so they drive no plasticity either)."""
+    `frozen` are clamped (rate 0, so they drive no plasticity either); synapses in `cut`
+    {l: mask} are lesioned (no plasticity)."""
     if "W" in y:
         w = M.Weights([y["W"].get(l, w.W[l]) if l else None for l in range(model.L + 1)], w.b, w.V, w.c)
     state = {"t": y.get("t", {}), "u": y.get("u", {})}
@@ -49,6 +50,9 @@ def target_field(y: dict, model: M.Model, t0: list, h: list, gh: dict, n: list, 
     out = {model.var: rates}
     if "W" in y:
         out["W"] = M.plasticity_rates(model, tdot, n, w.W)
+        for l, mask in (cut or {}).items():
+            if l in out["W"]:
+                out["W"][l] = out["W"][l].masked_fill(mask, 0.0)
     return out
 
 
@@ -83,11 +87,13 @@ class Perturbation:
             with stationary standard deviation σ; with plasticity the target's noise increment
             drives its weights like any other change of t (dW = η dt_l n_{l-1}ᵀ).
     h0      initial activities h_1..h_L of the forward phase (default: rest, h = 0).
+    cut     {("W" or "V", l): mask}: lesioned synapses, held at zero with no plasticity.
     """
 
     clamp: dict = field(default_factory=dict)
     noise: dict = field(default_factory=dict)
     h0: list | None = None
+    cut: dict = field(default_factory=dict)
 
     def clamped(self, phase: str, var: str) -> dict:
         return {l: v for (p, v_, l), v in self.clamp.items() if p == phase and v_ == var}
@@ -181,6 +187,7 @@ class TorchEngine:
             h[l] = v.expand_as(h[l]).to(h[l])
         # 2. feedback plasticity, 3. onset
         M.update_feedback(model, h, w, self.generator)
+        self._cut()
         onset = M.onset(model, h, y, w, self.loss)
         t, gh, n = onset["t"], onset["gh"], onset["n"]
         t_clamp = perturb.clamped("target", "t")
@@ -190,6 +197,7 @@ class TorchEngine:
             w.W[model.top] = w.W[model.top] + M.top_step_update(model, t[model.top], h, n)
             for l in set(t_clamp) & set(model.relaxing):  # a clamped target's step, like the top's
                 w.W[l] = w.W[l] + model.spec.plasticity.eta * (t[l] - h[l]).T @ n[l - 1] / n[0].shape[0]
+        self._cut()
         frozen = tuple(l for l in t_clamp if l in model.relaxing)
         if frozen and model.var == "u":
             raise ValueError("clamping a target needs a relaxation of t (inverse_input relaxes u)")
@@ -218,7 +226,8 @@ class TorchEngine:
                     sample()
                 continue
             key = model.var
-            state, phase, k = self._run(target_field, state, steps, (model, t, h, gh, n, w, on, spec.tau_t, frozen),
+            state, phase, k = self._run(target_field, state, steps, (model, t, h, gh, n, w, on, spec.tau_t, frozen,
+                                         {l: m for (kind, l), m in perturb.cut.items() if kind == "W"}),
                                         tsample, key, kick)
             total += phase.steps
             residual.update({l: phase.residual[l] for l in block})
@@ -233,9 +242,15 @@ class TorchEngine:
         if model.plastic and spec.plasticity.influence:
             for l, dW in M.influence_correction(model, cur["t"], h, n).items():
                 w.W[l] = w.W[l] + dW
+        self._cut()
         self.perturb = NO_PERTURBATION
         out = {k: torch.stack(v) for k, v in traces.items()}
         return Presentation(h, cur["t"], fphase, Phase(total, residual), out)
+
+    def _cut(self) -> None:
+        """Hold lesioned synapses at zero (after the updates that bypass the vector field)."""
+        for (kind, l), mask in self.perturb.cut.items():
+            self.set_weight(kind, l, getattr(self.w, kind)[l].masked_fill(mask, 0.0))
 
     def _target_kick(self, n: list):
         """Noise on relaxing targets after each step, with the weight change it drives."""
