@@ -2,6 +2,7 @@
 (line data compared with the arrays in the file), the residual is on a log scale, and files
 with nothing to plot give clear errors."""
 
+import importlib.util
 import json
 import sys
 import types
@@ -18,6 +19,8 @@ from biotp.plots import angles, figures, jml, learning_curves, plot, residual, s
 from biotp.runs import Leaf, write_run
 
 QUICK = ["data.limit=200", "data.batch_size=32"]
+# filter pictures come with the default figures when biotp.plots.filters is there
+HAS_FILTERS = importlib.util.find_spec("biotp.plots.filters") is not None
 
 
 def _png(path):
@@ -69,7 +72,7 @@ def _protocol_file(path, tau=(2e-3, 5e-3)):
 def test_train_file(files):
     path = files / "train.h5"
     written = plot(path, out=files / "figs")
-    assert sorted(p.name for p in written) == ["train-angles.png", "train-curves.png"]
+    assert sorted(p.name for p in written) == ["train-angles.png", "train-curves.png"] + ["train-filters.png"] * HAS_FILTERS
     assert all(_png(p) for p in written)
     with h5py.File(path) as f:
         m = {k: f["metrics"][k][()] for k in f["metrics"]}
@@ -131,7 +134,8 @@ def test_simulate_file(files):
 def test_compare_file_overlays_rules(files):
     path = files / "cmp.h5"
     written = plot(path, out=files / "figs")
-    assert sorted(p.name for p in written) == ["cmp-angles.png", "cmp-curves.png"]
+    assert sorted(p.name for p in written) == ["cmp-angles.png", "cmp-curves.png"] + \
+        ["cmp-filters-bp.png", "cmp-filters-dtp.png"] * HAS_FILTERS
     with h5py.File(path) as f:
         figs = dict(figures(path))
         errors = _lines(figs["curves"].axes[1])
