@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run file to write (HDF5); default runs/<name>-<algorithm>.h5")
     t.add_argument("--resume", metavar="RUN.h5", help="continue this run file from its last checkpoint")
     t.add_argument("--track-angles", action="store_true", help="record the per-layer angle to BP's update each epoch")
+    t.add_argument("--track-jml", action="store_true",
+                   help="record the per-layer Jacobian matching losses IJML, PJML, TJML (seed 003) of the rule's "
+                        "feedback each epoch, on 2 fixed training examples (two full Jacobians per layer and "
+                        "example); nan where the rule has no feedback map g_l or J_f is not square (IJML)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(t)
     t.set_defaults(func=cmd_train)
@@ -104,7 +108,8 @@ def cmd_train(args) -> int:
     if out is None and args.resume is None:
         out = f"runs/{circuit.name}-{circuit.algorithm.name}.h5"
     run = train(circuit, out=out, resume=args.resume, epochs=args.epochs, data_dir=args.data_dir,
-                device=args.device, track_angles=args.track_angles, progress=not args.quiet,
+                device=args.device, track_angles=args.track_angles, track_jml=args.track_jml,
+                progress=not args.quiet,
                 command=shlex.join(["biotp", *args.argv]))
     print(run.metrics_table())
     print(f"\nrun file: {run.path}")

@@ -1,7 +1,5 @@
-"""Measurements on a network and its learning rule: angles to backprop.
-
-(Jacobian matching losses of seed 003 live here too.)
-"""
+"""Measurements on a network and its learning rule: angles to backprop, and the Jacobian
+matching losses of seed 003 (§4, definitions 1-3)."""
 
 from __future__ import annotations
 
@@ -44,6 +42,7 @@ def bp_angles(rule, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 # ------------------------------------------------------- Jacobian matching losses (seed 003 §4)
 
 JML_KINDS = ("I", "P", "T")
+JML_EXAMPLES = 2  # examples per measurement during training: two full Jacobians per layer each
 
 
 def flat_jacobian(fn, x: torch.Tensor) -> torch.Tensor:
@@ -101,14 +100,28 @@ def network_jmls(net, x: torch.Tensor, feedback: str = "learned", options=None, 
     analytical G*_l (`"analytical"`, with `options` a `biotp.layers.FeedbackOptions`)."""
     from .layers import FeedbackOptions, analytical_feedback
 
+    if feedback == "analytical":
+        feedback_of = lambda l: analytical_feedback(net.layers[l - 1], options or FeedbackOptions())  # noqa: E731
+    else:
+        feedback_of = lambda l: net.feedback[str(l)]  # noqa: E731
+    return _per_layer_jmls(net, feedback_of, x, kinds, examples)
+
+
+def rule_jmls(rule, x: torch.Tensor, examples: int = JML_EXAMPLES) -> dict[str, float]:
+    """Metric columns `ijml_layer<l>`, `pjml_layer<l>`, `tjml_layer<l>` (l = 2..L) of a learning
+    rule's feedback (`rule.feedback_map(l)`: the learned g_l, or tjml's analytical G*_l) on the
+    first `examples` rows of x; nan where the rule has no feedback map of h_l (bp, fa, dfa, gtp)."""
+    per_layer = _per_layer_jmls(rule.net, rule.feedback_map, x, JML_KINDS, examples)
+    return {f"{kind.lower()}jml_layer{l}": per_layer[f"layer{l}"].get(kind, math.nan)
+            for l in range(2, rule.net.depth + 1) for kind in JML_KINDS}
+
+
+def _per_layer_jmls(net, feedback_of, x, kinds, examples) -> dict[str, dict[str, float]]:
+    """{layer_l: layer_jmls of feedback_of(l)} for l = 2..L ({} where feedback_of(l) is None)."""
     with torch.no_grad():
         hs = net(x[:examples])
     out = {}
     for l in range(2, net.depth + 1):
-        layer = net.layers[l - 1]
-        if feedback == "analytical":
-            g = analytical_feedback(layer, options or FeedbackOptions())
-        else:
-            g = net.feedback[str(l)]
-        out[f"layer{l}"] = layer_jmls(layer, g, hs[l - 1], kinds, examples)
+        g = feedback_of(l)
+        out[f"layer{l}"] = {} if g is None else layer_jmls(net.layers[l - 1], g, hs[l - 1], kinds, examples)
     return out

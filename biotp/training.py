@@ -22,7 +22,7 @@ from . import data as datasets
 from .algorithms import Algorithm, build
 from .circuit import Circuit
 from .errors import BiotpError, DivergenceError
-from .metrics import bp_angles
+from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
 from .runs import Run, open_run, run_attrs, write_run
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
@@ -143,6 +143,12 @@ class Session:
         x, y = next(self.batches(0))
         return {f"angle_{k}": v for k, v in bp_angles(self.rule, x, y).items()}
 
+    def jmls(self) -> dict[str, float]:
+        """IJML, PJML and TJML per layer (seed 003 defs. 1-3) of the rule's feedback on the first
+        JML_EXAMPLES examples of the same fixed batch as `angles`."""
+        x, _ = next(self.batches(0))
+        return rule_jmls(self.rule, x, JML_EXAMPLES)
+
     # ---------------------------------------------------------------- checkpoints
     def state(self, epoch: int) -> dict:
         tree = {"model": {k: v for k, v in self.rule.state_dict().items()}, "rng": torch.get_rng_state()}
@@ -199,6 +205,7 @@ def train(
     data_dir=None,
     device: str | None = None,
     track_angles: bool = False,
+    track_jml: bool = False,
     progress: bool = True,
     command: str | None = None,
     log=None,
@@ -206,7 +213,9 @@ def train(
     """Train `circuit` (or continue the run file `resume`) and return the run.
 
     Writes the run file `out` (default: the resumed file) after every epoch.  Without `out`
-    nothing is written and the metrics come back as a dict of arrays.
+    nothing is written and the metrics come back as a dict of arrays.  `track_angles` adds the
+    per-layer angle to BP's update, `track_jml` the per-layer IJML/PJML/TJML of the rule's feedback
+    (`biotp.metrics.rule_jmls`), each epoch on a fixed training batch; a resumed run keeps both.
     """
     metrics: dict[str, list] = defaultdict(list)
     start = 1
@@ -215,6 +224,7 @@ def train(
         circuit = circuit or previous.circuit
         out = out or resume
         track_angles = track_angles or any(k.startswith("angle_") for k in previous.metrics)
+        track_jml = track_jml or any(k.startswith("tjml_") for k in previous.metrics)
         for k, v in previous.metrics.items():
             metrics[k] = list(np.asarray(v))
     if circuit is None:
@@ -240,6 +250,8 @@ def train(
         row = {"epoch": epoch, **session.evaluate(), "seconds": seconds}
         if track_angles:
             row.update(session.angles())
+        if track_jml:
+            row.update(session.jmls())
         for k, v in row.items():
             metrics[k].append(v)
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_error']:.4f}", test=f"{row['test_error']:.4f}")

@@ -22,5 +22,9 @@ class AOSDTP(SDTP):
         initialise(top.weight, circuit.feedback.init, first=False, generator=g)
         net.feedback[str(net.depth)] = top
 
+    def feedback_map(self, l):
+        """g_L reads the code [o, z], not h_L alone: it is no map of h_L."""
+        return None if l == self.net.depth else super().feedback_map(l)
+
     def top_code(self, h_prev, out):
         return torch.cat([self.loss.readout(out), self.aux_act(h_prev @ self.R.T)], 1)

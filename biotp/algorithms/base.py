@@ -77,6 +77,11 @@ class Algorithm(nn.Module):
     def trains_feedback(self) -> bool:
         return self.feedback_kind == "learned"
 
+    def feedback_map(self, l: int):
+        """Layer l's feedback as a map h_l -> h_{l-1}: a module g_l or an analytical G*_l (what the
+        Jacobian matching losses of seed 003 measure); None where the rule has no such pathway."""
+        return self.net.feedback[str(l)] if str(l) in self.net.feedback else None
+
     def grads(self, x: torch.Tensor, y: torch.Tensor, *, forward: bool = True, feedback: bool = True) -> Step:
         raise NotImplementedError
 

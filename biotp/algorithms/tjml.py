@@ -36,6 +36,9 @@ class TJML(TP):
         options = FeedbackOptions(self.spec.activation_feedback, self.spec.layernorm_feedback)
         self.analytical = [analytical_feedback(layer, options) for layer in net.layers]  # [l - 1] is G*_l
 
+    def feedback_map(self, l):
+        return self.analytical[l - 1]
+
     def grads(self, x, y, *, forward=True, feedback=True):
         hs = self.net(x, local=True)
         out = hs[-1]
