@@ -14,6 +14,9 @@ EPILOG = """examples:
   biotp train circuits/mlp.yaml --set data.batch_size=64 --out runs/mlp.h5 --track-angles
   biotp train --resume runs/mlp.h5 --epochs 20       continue an interrupted run
   biotp inspect runs/mlp.h5                         configuration and metrics table
+  biotp compare circuits/mlp.yaml --algorithms bp,fa,dtp --out runs/cmp.h5
+                                                    several rules, same data, seed and weights
+  biotp plot runs/cmp.h5 --out figures              learning curves, angles, traces, residuals
   biotp data list                                   which datasets are present
 """
 
