@@ -317,20 +317,20 @@ def _circuit_of(p: Protocol, algorithm: str | None) -> Circuit:
     overrides = list(p.overrides)
     if p.seed is not None:
         overrides.append(f"seed={p.seed}")
+    if p.engine != "discrete":  # the protocol's timing, applied with the overrides: validated together
+        for key in ("forward_phase", "target_phase"):
+            if getattr(p.stimuli, key) is not None:
+                overrides.append(f"dynamics.{key}={getattr(p.stimuli, key)!r} s")
+        if p.record.every is not None:
+            overrides.append(f"dynamics.record_dt={p.record.every!r} s")
     circuit = load_circuit(path, overrides)
     if algorithm is not None:
         circuit = circuit.with_algorithm(algorithm)
     if p.engine == "discrete":
         return circuit
-    dyn = [f"dynamics.record={json.dumps(_recorded_variables(p, circuit))}"]
-    for key in ("forward_phase", "target_phase"):
-        if getattr(p.stimuli, key) is not None:
-            dyn.append(f"dynamics.{key}={getattr(p.stimuli, key)!r} s")
-    if p.record.every is not None:
-        dyn.append(f"dynamics.record_dt={p.record.every!r} s")
     if circuit.dynamics is None:
-        dyn.insert(0, "dynamics={}")
-    return circuit.with_updates(*dyn)
+        circuit = circuit.with_updates("dynamics={}")
+    return circuit.with_updates(f"dynamics.record={json.dumps(_recorded_variables(p, circuit))}")
 
 
 def _recorded_variables(p: Protocol, circuit: Circuit) -> dict:
