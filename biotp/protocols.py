@@ -567,8 +567,9 @@ class ContinuousRun:
 
     # ------------------------------------------------------------------- run
     def evaluate(self, w) -> tuple[float, float]:
-        h = self.M.settled_forward(self.model, w, self.ex)[-1]
-        return float((h.argmax(1) != self.ey).double().mean()), float(self.loss(h, self.ey))
+        from .simulation import settled_error
+
+        return settled_error(self.model, w, self.loss, self.ex, self.ey)
 
     def run(self, progress: bool) -> dict:
         p, M, model, L = self.pt.protocol, self.M, self.model, self.model.L

@@ -126,6 +126,7 @@ def simulate(
     from .algorithms.base import Loss
     from .dynamics import model as M
     from .dynamics.units import parse_quantity
+    from .layers.discrete import transmitting_layers
     from .network import Network
 
     if not isinstance(circuit, Circuit):
@@ -157,6 +158,12 @@ def simulate(
     n_classes = circuit.network.expanded()[-1].size
     if net is None:
         net = Network(circuit, x.shape[1], with_feedback=True, seed=circuit.seed)
+    if found := transmitting_layers(net):
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.layers: layer {found[0][0]} has transmit: {found[0][1]}, "
+            "which the continuous-time model does not have; expected transmit: identity (train such "
+            "networks with `biotp train`)"
+        )
     model = M.build_model(spec, net)
     weights = M.Weights.of(net, dtype, dev)
     loss = Loss(circuit.loss, n_classes)
@@ -173,7 +180,7 @@ def simulate(
         batch = batch_size or (1 if model.plastic else circuit.data.batch_size)
 
     tx, ty = test[0].flatten(1).to(dev, dtype), test[1].to(dev)
-    before = _evaluate(model, weights, loss, tx, ty)
+    before = settled_error(model, weights, loss, tx, ty)
     traces: dict = {}
     fsteps, tsteps, fres, tres = [], [], [], []
     L = model.L
@@ -197,7 +204,7 @@ def simulate(
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
-    after = _evaluate(model, weights, loss, tx, ty)
+    after = settled_error(model, weights, loss, tx, ty)
     traces = {pop: {var: np.concatenate(parts, axis=1) for var, parts in vs.items()} for pop, vs in traces.items()}
     n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
     times = np.arange(0, n_f + n_t + 1, spec.record_every) * spec.dt
@@ -226,12 +233,12 @@ def simulate(
 
 
 @torch.no_grad()
-def _evaluate(model, weights, loss, x, y) -> tuple[float, float]:
+def settled_error(model, weights, loss, x, y) -> tuple[float, float]:
     """(error rate, mean loss) of the discrete forward pass h_l = f_l(h_{l-1}) -- the
     steady state of the forward phase."""
-    h = x
-    for l in range(1, model.L + 1):
-        h = weights.f(model, l, h)
+    from .dynamics.model import settled_forward
+
+    h = settled_forward(model, weights, x)[-1]
     return float((h.argmax(1) != y).double().mean()), float(loss(h, y))
 
 
