@@ -19,6 +19,7 @@ from pydantic import Discriminator, Tag, ValidationError, model_validator
 from .errors import ConfigError
 
 ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "sign", "step", "leaky_relu")
+TRANSMISSIONS = ("identity", "sign", "step", "bernoulli")
 
 
 class Spec(BaseModel):
@@ -31,13 +32,27 @@ class Spec(BaseModel):
 
 
 class DenseLayer(Spec):
-    """f(h) = activation(W transmit(h) + b): a fully connected population."""
+    """f(h) = activation(W transmit(h) + b): a fully connected population.
+
+    `transmit` is what crosses the connection from the population below (seed 002
+    §3.3.2-3.3.3): `sign` ±1, `step` 0/1, or a `bernoulli` sample that is 1 with probability h.
+    Backprop differentiates it exactly (zero) unless `straight_through`, which passes the
+    gradient as if it were the identity (seed 002 eq. 3.29)."""
 
     type: Literal["dense"] = "dense"
     size: PositiveInt
     activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
     bias: bool = True
+    transmit: Literal[TRANSMISSIONS] = "identity"  # type: ignore[valid-type]
+    straight_through: bool = False
     repeat: PositiveInt = Field(1, description="stack this many identical layers")
+
+    @model_validator(mode="after")
+    def _straight_through_needs_transmit(self):
+        if self.straight_through and self.transmit == "identity":
+            raise ValueError("straight_through applies to a discrete transmit (sign, step or bernoulli); "
+                             "transmit is identity")
+        return self
 
 
 def _layer_type(value: Any) -> str | None:
@@ -156,6 +171,9 @@ class NetworkSpec(Spec):
     input: PositiveInt | list[PositiveInt] | None = Field(
         None, description="input size, or shape such as [1, 28, 28]; taken from the dataset if omitted")
     layers: list[LayerSpec] = Field(min_length=1)
+    test_samples: PositiveInt = Field(
+        1, description="evaluate a stochastic network on the mean output distribution of this many "
+                       "passes (seed 002 §3.3.3: M = 100); deterministic networks run once")
 
     def expanded(self) -> list[DenseLayer]:
         """The layer list with every `repeat` unrolled (repeat=1 on each)."""

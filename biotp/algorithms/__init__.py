@@ -6,6 +6,7 @@ import torch
 
 from ..circuit import Circuit
 from ..errors import ConfigError
+from ..layers.discrete import transmitting_layers
 from ..network import Network, n_inputs_of
 from .ao_sdtp import AOSDTP
 from .base import Algorithm, Loss, Step, layer_loss
@@ -51,6 +52,13 @@ def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, dev
             f"{circuit.data.dataset!r}, which has {n_inputs} inputs; expected {n_inputs} (or omit the key)"
         )
     net = Network(circuit, shape, with_feedback=cls.uses_feedback_modules)
+    if not cls.supports_transmission and (found := transmitting_layers(net)):
+        l, kind = found[0]
+        able = ", ".join(name for name, c in ALGORITHMS.items() if c.supports_transmission)
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.layers: {cls.name} computes with the weights directly and "
+            f"would ignore layer {l}'s transmit: {kind}; expected transmit: identity, or one of {able}"
+        )
     rule = cls(circuit, net, Loss(circuit.loss, n_classes))
     return rule.to(device)
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..circuit import Circuit
+from ..layers.discrete import is_stochastic, sample_average
 from ..network import Network
 
 
@@ -32,6 +33,11 @@ class Loss:
 
     def readout(self, out: torch.Tensor) -> torch.Tensor:
         return out.softmax(1) if self.kind == "cross_entropy" else out
+
+    def from_readout(self, p: torch.Tensor) -> torch.Tensor:
+        """An output whose readout is p: log-probabilities for cross-entropy (so the loss of an
+        averaged distribution is its negative log-likelihood), p itself otherwise."""
+        return p.clamp_min(torch.finfo(p.dtype).tiny).log() if self.kind == "cross_entropy" else p
 
     def optimum(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
         return F.one_hot(y, self.n_classes).to(dtype)
@@ -62,6 +68,9 @@ class Algorithm(nn.Module):
     name: ClassVar[str]
     feedback_kind: ClassVar[str] = "none"  # none | random | learned | analytical
     uses_feedback_modules: ClassVar[bool] = False  # does it need Network.feedback (g_l)?
+    # does it compute only through the layers' own forward passes (so a discrete or stochastic
+    # `transmit` is respected), rather than with their weights directly?
+    supports_transmission: ClassVar[bool] = False
 
     def __init__(self, circuit: Circuit, net: Network, loss: Loss):
         super().__init__()
@@ -98,4 +107,9 @@ class Algorithm(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[-1]
+        """The output for x.  A stochastic network gives the output whose readout is the mean
+        readout (class probabilities) of `network.test_samples` passes (seed 002 §3.3.3)."""
+        samples = self.circuit.network.test_samples
+        if samples == 1 or not is_stochastic(self.net):
+            return self.net(x)[-1]
+        return self.loss.from_readout(sample_average(self.net, x, samples, self.loss.readout))

@@ -5,6 +5,7 @@ from .base import Algorithm, Step
 
 class BP(Algorithm):
     name = "bp"
+    supports_transmission = True
 
     def grads(self, x, y, *, forward=True, feedback=True):
         out = self.net(x)[-1]

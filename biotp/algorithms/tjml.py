@@ -29,6 +29,7 @@ from .tp import TP
 class TJML(TP):
     name = "tjml"
     feedback_kind = "analytical"
+    supports_transmission = False  # G* is built from the weights (DenseTranspose ignores `transmit`)
     uses_feedback_modules = False
 
     def __init__(self, circuit, net, loss):

@@ -12,6 +12,7 @@ graphs cut between layers; the result equals one backward pass per loss.
 
 import torch
 
+from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
 
 
@@ -22,6 +23,7 @@ class TP(Algorithm):
     name = "tp"
     feedback_kind = "learned"
     uses_feedback_modules = True
+    supports_transmission = True
     denoise = False  # inverse loss target: h + ε (noise-preserving) or h (de-noising)
 
     # ------------------------------------------------------------------ the interface
@@ -55,9 +57,10 @@ class TP(Algorithm):
         return self.net.feedback[str(l)]
 
     def top_target(self, hs, y):
-        """ĥ_{L-1} = h_{L-1} - η̂ ∂L(h_L, y)/∂h_{L-1}, with L the per-example loss."""
+        """ĥ_{L-1} = h_{L-1} - η̂ ∂L(h_L, y)/∂h_{L-1}, with L the per-example loss, at the
+        forward pass's own samples where f_L reads a stochastic transmission (seed 002 eq. 3.30)."""
         h = hs[-2].detach().requires_grad_()
-        with torch.enable_grad():
+        with torch.enable_grad(), same_samples(self.net):
             (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h)
         return hs[-2] - self.spec.eta_hat * grad
 

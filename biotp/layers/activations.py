@@ -1,6 +1,7 @@
-"""Elementwise activations by name.  `sign` and `step` are the discrete transmissions of
-seed 002 §3.3.2 (sign(x) = 1 if x > 0 else 0 there); their derivative is zero almost
-everywhere, which is why backprop cannot cross them and target propagation can.
+"""Elementwise activations by name.  `sign` (±1: 1 if x > 0 else -1, as in Lee et al.'s code)
+and `step` (1 if x > 0 else 0, seed 002 eq. 3.24 as printed) are the discrete transmissions of
+seed 002 §3.3.2 (`layers.discrete`); their derivative is zero almost everywhere, which is why
+backprop cannot cross them and target propagation can.
 
 `leaky_relu` (slope 0.01 below zero) is seed 003's default: invertible, unlike GELU.
 
@@ -17,7 +18,7 @@ ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
     "relu": torch.relu,
     "linear": lambda a: a,
-    "sign": lambda a: (a > 0).to(a.dtype),
+    "sign": lambda a: (a > 0).to(a.dtype) * 2 - 1,
     "step": lambda a: (a > 0).to(a.dtype),
     "leaky_relu": lambda a: F.leaky_relu(a, LEAK),
 }

@@ -9,24 +9,31 @@ from torch import nn
 
 from ..circuit import DenseLayer
 from .activations import activation, derivative
+from .discrete import Transmission, transmission
 from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
                        linear_transpose)
 
 
 class Dense(nn.Module):
-    """f_l(h) = act(W h + b), W: [out, in].  A spatial input ([C, H, W], tokens) is flattened
-    first; `in_shape` remembers its shape."""
+    """f_l(h) = act(W q(h) + b), W: [out, in], q the transmission (`transmit`; none: q(h) = h;
+    see `discrete`).  A spatial input ([C, H, W], tokens) is flattened first; `in_shape`
+    remembers its shape."""
 
-    def __init__(self, n_in: int, n_out: int, act: str = "tanh", bias: bool = True):
+    def __init__(self, n_in: int, n_out: int, act: str = "tanh", bias: bool = True,
+                 transmit: Transmission | None = None):
         super().__init__()
         self.n_in, self.n_out, self.act_name = n_in, n_out, act
         self.in_shape, self.out_shape = (n_in,), (n_out,)
         self.weight = nn.Parameter(torch.zeros(n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
         self.act = activation(act)
+        self.transmit = transmit
 
     def pre(self, h: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(h.flatten(1), self.weight, self.bias)
+        h = h.flatten(1)
+        if self.transmit is not None:
+            h = self.transmit(h)
+        return nn.functional.linear(h, self.weight, self.bias)
 
     def post(self, a: torch.Tensor) -> torch.Tensor:
         """The rest of f after the pre-activation a: f(h) = post(pre(h))."""
@@ -49,8 +56,8 @@ class Dense(nn.Module):
 
 
 class DenseFeedback(Dense):
-    """g_l(h_l) = act(V h_l + c), V: [n_{l-1}, n_l]: the learned approximate inverse of a
-    dense f_l (seed 002 eq. 3.10; seed 004 §2.1).  Its output takes the shape of h_{l-1}."""
+    """g_l(h_l) = act(V q(h_l) + c), V: [n_{l-1}, n_l]: the learned approximate inverse of a
+    dense f_l (seed 002 eqs. 3.11, 3.26; seed 004 §2.1).  Its output takes the shape of h_{l-1}."""
 
 
 class DenseTranspose(AnalyticalFeedback):
@@ -63,14 +70,16 @@ class DenseTranspose(AnalyticalFeedback):
 
 @build_layer.register
 def _(spec: DenseLayer, in_shape):
-    layer = Dense(math.prod(in_shape), spec.size, spec.activation, spec.bias)
+    layer = Dense(math.prod(in_shape), spec.size, spec.activation, spec.bias,
+                  transmission(spec.transmit, spec.straight_through))
     layer.in_shape = tuple(in_shape)
     return [layer]
 
 
 @feedback_for.register
 def _(layer: Dense, act: str):
-    g = DenseFeedback(layer.n_out, layer.n_in, act)
+    # g_l crosses the same connection downwards (see `discrete`: quantised, or reading h^p)
+    g = DenseFeedback(layer.n_out, layer.n_in, act, transmit=layer.transmit and layer.transmit.feedback())
     g.in_shape, g.out_shape = layer.out_shape, layer.in_shape
     return g
 
