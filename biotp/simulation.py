@@ -127,7 +127,6 @@ def simulate(
     from .dynamics import model as M
     from .dynamics.units import parse_quantity
     from .layers.discrete import transmitting_layers
-    from .layers.discrete import transmitting_layers
     from .network import Network
 
     if not isinstance(circuit, Circuit):
@@ -159,12 +158,6 @@ def simulate(
     n_classes = circuit.network.expanded()[-1].size
     if net is None:
         net = Network(circuit, x.shape[1], with_feedback=True, seed=circuit.seed)
-    if found := transmitting_layers(net):
-        raise ConfigError(
-            f"{circuit.source or '<circuit>'}: network.layers: layer {found[0][0]} has transmit: {found[0][1]}, "
-            "which the continuous-time model does not have; expected transmit: identity (train such "
-            "networks with `biotp train`)"
-        )
     if found := transmitting_layers(net):
         raise ConfigError(
             f"{circuit.source or '<circuit>'}: network.layers: layer {found[0][0]} has transmit: {found[0][1]}, "
