@@ -228,3 +228,24 @@ def test_cli(files, tmp_path, capsys):
     assert out.read_bytes()[:4] == b"%PDF"
     assert main(["plot", str(tmp_path / "nope.h5")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_overlay_runs_script(files, tmp_path):
+    """analysis/overlay_runs.py: several run files in one figure, labelled as asked."""
+    spec = importlib.util.spec_from_file_location("overlay_runs", "analysis/overlay_runs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    other = tmp_path / "other.h5"
+    biotp.train(biotp.load_circuit("circuits/mlp.yaml", QUICK).with_algorithm("fa"), epochs=2, out=other, progress=False)
+    written = script.overlay([files / "train.h5", other], tmp_path / "both", labels=["dtp", "fa"])
+    assert [p.name for p in written] == ["both-curves.png", "both-angles.png"] and all(_png(p) for p in written)
+    with h5py.File(files / "train.h5") as a, h5py.File(other) as b:
+        fig = learning_curves({"dtp": a, "fa": b})
+        lines = _lines(fig.axes[1])
+        np.testing.assert_allclose(lines["fa test_error"].get_ydata(), 100 * b["metrics/test_error"][()])
+        np.testing.assert_allclose(lines["dtp test_error"].get_ydata(), 100 * a["metrics/test_error"][()])
+        legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        assert legend == ["dtp", "fa", "train_error", "val_error", "test_error"]  # one key per rule and column
+    with pytest.raises(BiotpError, match="expected 2 distinct labels"):
+        script.overlay([files / "train.h5", other], tmp_path / "x", labels=["a"])
+    assert script.main([str(files / "sim.h5"), "--out", str(tmp_path / "y")]) == 2

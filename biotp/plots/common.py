@@ -77,5 +77,15 @@ def legend(ax) -> None:
         ax.legend(fontsize="small")
 
 
+def key_legend(ax, sources: list[str], columns: list[str]) -> None:
+    """A compact legend for lines coloured by source and styled by column: one entry per
+    source and one per column, instead of one per line."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color(i), label=name) for i, name in enumerate(sources)]
+    handles += [Line2D([], [], color="0.3", ls=column_style(c), label=c) for c in columns]
+    ax.legend(handles=handles, fontsize="small", ncols=2 if len(handles) > 6 else 1)
+
+
 def decode(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -6,9 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BiotpError
-from .common import as_sources, color, column_style, layer_columns, legend, metrics, panels
+from .common import as_sources, color, column_style, key_legend, layer_columns, legend, metrics, panels
 
 JML = {"ijml": "IJML", "pjml": "PJML", "tjml": "TJML"}  # seed 003 definitions 1-3
+
+
+def _split_order(column: str) -> tuple[int, str]:
+    """train, val, test, then the rest (HDF5 lists columns alphabetically)."""
+    order = ("train", "val", "test", "reference")
+    split = column.split("_")[0]
+    return (order.index(split) if split in order else len(order), column)
 
 
 def _label(source: str, column: str, many: bool) -> str:
@@ -27,15 +34,17 @@ def learning_curves(groups, label: str = ""):
     fig, axes = panels(len(present), ncols=2)
     many = len(sources) > 1
     for ax, (ylabel, wanted, scale) in zip(axes, present):
+        columns = []
         for i, (name, group) in enumerate(sources.items()):
             x_name, x, cols = metrics(group)
-            for j, col in enumerate(c for c in cols if wanted(c)):
+            for j, col in enumerate(sorted((c for c in cols if wanted(c)), key=_split_order)):
                 ax.plot(x, scale * cols[col], column_style(col) if many else "-", color=color(i if many else j),
                         label=_label(name, col, many))
+                columns += [col] * (col not in columns)
             ax.set_xlabel(x_name)
         _phase_boundaries(ax, sources)
         ax.set_ylabel(ylabel)
-        legend(ax)
+        key_legend(ax, list(sources), columns) if many else legend(ax)
     return fig
 
 
