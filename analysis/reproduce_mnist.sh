@@ -2,6 +2,7 @@
 # MNIST reproduction runs behind RESULTS.md.  Each run file is rewritten after every epoch,
 # and a run already present is resumed, so the script can be stopped and started again.
 # Usage: analysis/reproduce_mnist.sh DATA_DIR [EPOCHS_LEE] [EPOCHS_BARTUNOV]
+# Then: python analysis/reproduce_tables.py runs --seed 002,004 --found   (the papers' numbers beside these runs)
 set -euo pipefail
 data=${1:?usage: $0 DATA_DIR [EPOCHS_LEE] [EPOCHS_BARTUNOV]}
 lee=${2:-100}
