@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from pydantic import Discriminator, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Tag, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -380,6 +380,20 @@ class SyntheticSpec(Spec):
     hidden: PositiveInt = 32
 
 
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32")
+
+
+class AugmentSpec(Spec):
+    """Training-batch augmentation of images (seed 004 §3.2: random crops and flips), drawn
+    from the epoch's seeded generator; validation and test images are never augmented.
+    `crop_padding` p: zero-pad by p pixels on each side, then crop the original size at a
+    uniform offset in {0..2p}²; `flip`: mirror half of the images, left-right (`horizontal`)
+    or upside-down (`vertical`).  See biotp/augment.py."""
+
+    crop_padding: NonNegativeInt = 0
+    flip: Literal["none", "horizontal", "vertical"] = "none"
+
+
 class DataSpec(Spec):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
     batch_size: PositiveInt = 32
@@ -387,6 +401,33 @@ class DataSpec(Spec):
         0.1, description="held-out validation examples: a fraction of the training set, or a count")
     limit: PositiveInt | None = Field(None, description="use only this many train/test examples")
     synthetic: SyntheticSpec = SyntheticSpec()
+    augment: AugmentSpec | None = None
+
+    @field_validator("augment")
+    @classmethod
+    def _augment_images_only(cls, value, info):
+        dataset = info.data.get("dataset")
+        if value is not None and dataset is not None and dataset not in IMAGE_DATASETS:
+            raise ValueError(f"crops and flips need an image dataset ({', '.join(IMAGE_DATASETS)}); "
+                             f"data.dataset is {dataset!r}")
+        return value
+
+
+class AutoencoderSpec(Spec):
+    """The output population reconstructs the clean input x, L = ||z - x||² (`loss: mse`);
+    reconstruction MSE replaces classification error in the metrics (biotp/autoencoder.py).
+
+    While training: `corruption` σ feeds x̃ = x + ε to the network (a denoising auto-encoder,
+    seed 002 eq. 3.22), `hidden_noise` σ adds ε to the input of the output population,
+    z = g(h + ε) (eq. 3.21).  `tied`: each decoder layer's weight is the transpose of its
+    mirror encoder layer's, z = sig(Wᵀh + c) (eq. 3.21).  `top_target: encoder` gives DTP the
+    target ĥ_{L-1} = h_{L-1} + f_1(x) - f_1(z) (eq. 3.23: the encoder is the decoder's
+    approximate inverse); `rule` keeps the rule's own (DTP: the gradient step of eq. 3.7)."""
+
+    corruption: NonNegativeFloat = 0.0
+    hidden_noise: NonNegativeFloat = 0.0
+    tied: bool = False
+    top_target: Literal["rule", "encoder"] = "rule"
 
 
 class ScheduleSpec(Spec):
@@ -417,7 +458,17 @@ class Circuit(Spec):
     data: DataSpec = DataSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     dynamics: DynamicsSpec | None = None
+    autoencoder: AutoencoderSpec | None = Field(None, description="the network reconstructs its input")
     source: str | None = Field(None, exclude=True, description="file this circuit was read from")
+
+    @field_validator("autoencoder")
+    @classmethod
+    def _autoencoder_loss(cls, value, info):
+        loss = info.data.get("loss")
+        if value is not None and loss not in (None, "mse"):
+            raise ValueError(f"an auto-encoder is trained on the squared reconstruction error; set loss: mse "
+                             f"(loss is {loss!r})")
+        return value
 
     def to_yaml(self) -> str:
         """The resolved configuration, every default filled in, as YAML text."""
@@ -463,7 +514,7 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] | Non
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (_is_union_tag(p) or p in tags))
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")  # a validator's own message says what was expected
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(tuple(p for p in e["loc"][:-1] if p not in tags), root or Circuit)
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")

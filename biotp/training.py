@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from .algorithms import Algorithm, build
+from .augment import augment
+from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
 from .errors import BiotpError, DivergenceError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
@@ -60,7 +62,9 @@ class Session:
         self.train, self.val, self.test = (
             (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
         )
-        self.n_classes = splits.train.n_classes
+        self.n_classes, self.input_shape = splits.train.n_classes, splits.train.input_shape
+        if circuit.autoencoder is not None:  # an auto-encoder's target is its clean input
+            self.train, self.val, self.test = ((x, x) for x, _ in (self.train, self.val, self.test))
         torch.manual_seed(circuit.seed)
         # data stay flat; the network reshapes them to the input shape where a layer is spatial
         self.rule: Algorithm = build(circuit, splits.train.input_shape, self.n_classes, self.device)
@@ -77,7 +81,19 @@ class Session:
         bs = self.circuit.data.batch_size
         for i in range(0, len(x), bs):
             idx = order[i : i + bs]
-            yield x[idx], y[idx]
+            yield self.transform(x[idx], y[idx], g)
+
+    def transform(self, x, y, generator):
+        """A training batch augmented (biotp/augment.py) and, for a denoising auto-encoder,
+        corrupted, drawing from the epoch's seeded generator (so a resumed run sees the same)."""
+        aug, ae = self.circuit.data.augment, self.circuit.autoencoder
+        if aug is not None:
+            x = augment(x, self.input_shape, aug, generator)
+        if ae is not None:
+            y = x  # the clean (augmented) input is the target
+            if ae.corruption > 0:
+                x = corrupt(x, ae.corruption, generator)
+        return x, y
 
     def passes(self, epoch: int) -> list[tuple[bool, bool]]:
         """(train forward, train feedback) for each pass over the data in this epoch."""
@@ -125,18 +141,24 @@ class Session:
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Loss and error on the whole training set, error on validation and test."""
+        """Loss and error on the whole training set, error on validation and test; an
+        auto-encoder reports reconstruction MSE (`<split>_mse`) and nan errors."""
         self.rule.eval()
+        ae = self.circuit.autoencoder is not None
         row = {}
         for split, (x, y) in (("train", self.train), ("val", self.val), ("test", self.test)):
             if len(x) == 0:
-                row[f"{split}_error"] = float("nan")
+                row[f"{split}_error"] = row[f"{split}_mse"] = float("nan")
                 continue
             out = torch.cat([self.rule.predict(x[i : i + 1000]) for i in range(0, len(x), 1000)])
             if split == "train":
                 row["train_loss"] = float(self.rule.loss(out, y))
-            row[f"{split}_error"] = float((out.argmax(1) != y).float().mean())
-        return {k: row[k] for k in ("train_loss", "train_error", "val_error", "test_error")}
+            if ae:
+                row[f"{split}_error"], row[f"{split}_mse"] = float("nan"), reconstruction_mse(out, y)
+            else:
+                row[f"{split}_error"] = float((out.argmax(1) != y).float().mean())
+        keys = ("train_loss", "train_error", "val_error", "test_error") + (("train_mse", "val_mse", "test_mse") if ae else ())
+        return {k: row[k] for k in keys}
 
     def angles(self) -> dict[str, float]:
         """Angle to BP per layer on a fixed training batch (the first of epoch 0's order)."""
@@ -254,7 +276,8 @@ def train(
             row.update(session.jmls())
         for k, v in row.items():
             metrics[k].append(v)
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row['val_error']:.4f}", test=f"{row['test_error']:.4f}")
+        score = "mse" if "val_mse" in row else "error"  # auto-encoders: reconstruction error
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row[f'val_{score}']:.4f}", test=f"{row[f'test_{score}']:.4f}")
         if log is not None:
             log(row)
         if out is not None:

@@ -37,11 +37,14 @@ def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, dev
         )
     shape = n_inputs if isinstance(n_inputs, int) else tuple(n_inputs)
     n_inputs = n_inputs_of(shape)
+    outputs = "classes"
+    if circuit.autoencoder is not None:  # the output population reconstructs the input
+        n_classes, outputs = n_inputs, "inputs to reconstruct"
     n_out = getattr(circuit.network.expanded()[-1], "size", n_classes)
     if n_out != n_classes:
         raise ConfigError(
             f"{circuit.source or '<circuit>'}: network.layers: the output layer has {n_out} units but "
-            f"dataset {circuit.data.dataset!r} has {n_classes} classes; expected size {n_classes}"
+            f"dataset {circuit.data.dataset!r} has {n_classes} {outputs}; expected size {n_classes}"
         )
     declared = circuit.network.input
     if isinstance(declared, list):
@@ -59,6 +62,10 @@ def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, dev
             f"{circuit.source or '<circuit>'}: network.layers: {cls.name} computes with the weights directly and "
             f"would ignore layer {l}'s transmit: {kind}; expected transmit: identity, or one of {able}"
         )
+    if circuit.autoencoder is not None:
+        from ..autoencoder import prepare  # ties weights, adds hidden noise, picks eq. 3.23's DTP
+
+        cls = prepare(circuit, net, cls)
     rule = cls(circuit, net, Loss(circuit.loss, n_classes))
     return rule.to(device)
 

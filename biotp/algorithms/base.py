@@ -40,6 +40,8 @@ class Loss:
         return p.clamp_min(torch.finfo(p.dtype).tiny).log() if self.kind == "cross_entropy" else p
 
     def optimum(self, y: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+        if y.is_floating_point():  # already a target vector: an auto-encoder's clean input
+            return y.to(dtype)
         return F.one_hot(y, self.n_classes).to(dtype)
 
 

@@ -68,6 +68,11 @@ class TP(Algorithm):
         """ĥ_{l-1} = g_l(ĥ_l)."""
         return self.g(l)(t_l)
 
+    @property
+    def trains_feedback(self) -> bool:
+        """Only with an inverse to learn: a net with one hidden population has none (DTP)."""
+        return super().trains_feedback and len(self.inverse_layers(self.net.depth)) > 0
+
     def inverse_layers(self, L: int) -> range:
         """The l whose g_l is trained: all that carry targets, 2..L-1."""
         return range(2, L)

@@ -1,0 +1,52 @@
+"""Training-set augmentation of images: random crops with zero padding and random flips
+(Bartunov et al. 2018, seed 004 §3.2: "an augmented training set consisting of vertical flips
+and random crops applied to the original images").
+
+Applied to each training batch by `Session.transform`, drawing from the epoch's seeded
+generator, so the same seed gives the same batches and a resumed run repeats them exactly;
+validation and test images are never augmented.  Per batch the draws are, in this order, the
+crop offsets, then the flip coin of each image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+FLIP_AXES = {"horizontal": -1, "vertical": -2}  # mirror left-right / upside-down
+
+
+def augment(x: torch.Tensor, shape: tuple[int, ...], spec, generator: torch.Generator) -> torch.Tensor:
+    """Augment a batch `x` ([B, ...] holding images of `shape` = (C, H, W)) as `spec`
+    (an `AugmentSpec`) says; the result has the layout of `x`."""
+    images = x.reshape(len(x), *shape)
+    if spec.crop_padding > 0:
+        images = random_crop(images, spec.crop_padding, generator)
+    if spec.flip != "none":
+        images = random_flip(images, FLIP_AXES[spec.flip], generator)
+    return images.reshape(x.shape)
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Pad by `padding` zeros on every side and crop the original size at offsets drawn
+    uniformly from {0, ..., 2 padding}² per image."""
+    offsets = torch.randint(0, 2 * padding + 1, (len(images), 2), generator=generator)
+    return crop(images, padding, offsets.to(images.device))
+
+
+def crop(images: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Image b of the result is the zero-padded image b sliced at rows offsets[b, 0] + (0..H-1)
+    and columns offsets[b, 1] + (0..W-1); `images` is [B, C, H, W]."""
+    B, _, H, W = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    rows = offsets[:, :1] + torch.arange(H, device=images.device)  # [B, H]
+    cols = offsets[:, 1:] + torch.arange(W, device=images.device)  # [B, W]
+    batch = torch.arange(B, device=images.device)[:, None, None]
+    # advanced indices around a slice: the result is [B, H, W, C]
+    return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def random_flip(images: torch.Tensor, axis: int, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image along `axis` with probability 1/2."""
+    flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(axis), images)
