@@ -120,7 +120,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .runs import open_run
+    from .runs import ATTRS, metrics_table, open_run
 
     run = open_run(args.run)
     for k, v in run.attrs.items():
@@ -132,8 +132,11 @@ def cmd_inspect(args) -> int:
     if run.metrics:
         print("\nmetrics:")
         print(run.metrics_table())
+    for key, point in run.groups.get("points", {}).items():  # a protocol's sweep points
+        print(f"\npoint {key}: {point.get(ATTRS, {}).get('label', '')}")
+        print(metrics_table(point.get("metrics", {})))
     for group in run.groups:
-        if group not in ("metrics", "checkpoint"):
+        if group not in ("metrics", "checkpoint", "points"):
             print(f"\ngroup /{group}: {', '.join(run.groups[group]) if isinstance(run.groups[group], dict) else ''}")
     return 0
 

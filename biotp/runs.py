@@ -148,18 +148,23 @@ class Run:
 
     def metrics_table(self) -> str:
         """The per-epoch metrics as an aligned text table."""
-        names = list(self.metrics)
-        if not names:
-            return "(no metrics)"
-        rows = [names] + [
-            [_fmt(self.metrics[n][i]) for n in names] for i in range(len(self.metrics[names[0]]))
-        ]
-        widths = [max(len(r[j]) for r in rows) for j in range(len(names))]
-        return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+        return metrics_table(self.metrics)
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> str:
+    """Columns of equal length as an aligned text table (`trial`/`epoch` columns first)."""
+    names = sorted(metrics, key=lambda n: (n not in ("epoch", "trial", "time", "phase"), n not in ("epoch", "trial")))
+    if not names:
+        return "(no metrics)"
+    rows = [names] + [[_fmt(metrics[n][i]) for n in names] for i in range(len(metrics[names[0]]))]
+    widths = [max(len(r[j]) for r in rows) for j in range(len(names))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def _fmt(x) -> str:
     x = float(x)
+    if x != x:
+        return "nan"
     return str(int(x)) if x.is_integer() and abs(x) < 1e9 else f"{x:.4g}"
 
 
