@@ -251,6 +251,9 @@ def train(
             metrics[k] = list(np.asarray(v))
     if circuit is None:
         raise BiotpError("train: give a circuit or a run file to resume")
+    if track_angles and circuit.autoencoder is not None and circuit.autoencoder.tied:
+        raise BiotpError(f"{circuit.source or '<circuit>'}: --track-angles: a tied decoder has no weight of its own "
+                         f"to compare with BP's; expected autoencoder.tied: false")
     if epochs is not None:
         circuit = circuit.with_updates(f"schedule.epochs={epochs}")
     session = Session(circuit, data_dir=data_dir, device=device)

@@ -125,6 +125,12 @@ def test_autoencoder_errors_are_clear(overrides, expected):
     assert str(err.value).startswith("circuits/dtp_mnist_dae.yaml: ") and expected in str(err.value), str(err.value)
 
 
+def test_angles_to_bp_are_refused_for_a_tied_decoder():
+    c = biotp.load_circuit("circuits/dtp_mnist_dae.yaml", DIGITS_DAE)
+    with pytest.raises(BiotpError, match="--track-angles: a tied decoder .* expected autoencoder.tied: false"):
+        train(c, epochs=1, progress=False, track_angles=True)
+
+
 def test_tying_needs_mirrored_layers():
     spec = {"network": {"layers": [{"size": 10}, {"size": 5}, {"size": 12}]}, "loss": "mse",
             "autoencoder": {"tied": True}}
