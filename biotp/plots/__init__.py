@@ -120,7 +120,7 @@ def figures(path: str | Path, what: list[str] | None = None) -> list[tuple[str, 
                     if isinstance(g.get("settling"), h5py.Group):
                         out.append(("-".join(filter(None, ["settling", _slug(g)])), settling(g)))
             elif name == "filters":
-                out += _filters(path, groups, f, asked=what is not None)
+                out += _filters(path, groups, f)
             if what and not any(n == name or n.startswith(name + "-") for n, _ in out):
                 raise BiotpError(f"{path}: --what {name}: the file (kind {kind!r}) has nothing of that kind to plot")
         if not out:
@@ -131,18 +131,15 @@ def figures(path: str | Path, what: list[str] | None = None) -> list[tuple[str, 
         return out
 
 
-def _filters(path: Path, groups, f, asked: bool) -> list[tuple[str, object]]:
+def _filters(path: Path, groups, f) -> list[tuple[str, object]]:
     """First-layer weights as pictures, by biotp.plots.filters.filter_grid (imported only here)."""
     found = _filter_sources(path, groups, f)
     if not found:
         return []
-    try:
-        from .filters import filter_grid
-    except ImportError:
-        if asked:
-            raise BiotpError("--what filters: biotp.plots.filters is not installed in this version") from None
-        return []
-    return [("-".join(filter(None, ["filters", _slug(groups[label])])), filter_grid(w, shape))
+    from .filters import filter_grid
+
+    # 100 filters, as seed 002 Fig. 3.4 shows
+    return [("-".join(filter(None, ["filters", _slug(groups[label])])), filter_grid(w, shape, n=100))
             for label, (w, shape) in found.items()]
 
 

@@ -23,14 +23,17 @@ def _label(source: str, column: str, many: bool) -> str:
 
 
 def learning_curves(groups, label: str = ""):
-    """Losses (columns *_loss) and error rates in % (columns *_error) against epoch or trial.
+    """Losses (columns *_loss), error rates in % (*_error) and reconstruction errors (*_mse,
+    auto-encoders) against epoch or trial.
     One source: a colour per column; several: a colour per source, train dashed and test
     solid (as in seed 004 Figs. 2, 4)."""
     sources = as_sources(groups, label)
-    kinds = [("loss", lambda c: c.endswith("_loss"), 1.0), ("error %", lambda c: c.endswith("_error"), 100.0)]
-    present = [k for k in kinds if any(k[1](c) for g in sources.values() for c in metrics(g)[2])]
+    kinds = [("loss", lambda c: c.endswith("_loss"), 1.0), ("error %", lambda c: c.endswith("_error"), 100.0),
+             ("reconstruction MSE", lambda c: c.endswith("_mse"), 1.0)]
+    present = [k for k in kinds if any(k[1](c) and np.isfinite(v).any()
+                                       for g in sources.values() for c, v in metrics(g)[2].items())]
     if not present:
-        raise BiotpError("learning curves: no *_loss or *_error columns in metrics/")
+        raise BiotpError("learning curves: no *_loss, *_error or *_mse columns in metrics/")
     fig, axes = panels(len(present), ncols=2)
     many = len(sources) > 1
     for ax, (ylabel, wanted, scale) in zip(axes, present):
