@@ -11,7 +11,7 @@ and the activations pass the error on as BP does: they carry no weights to trans
 import torch
 
 from ..errors import ConfigError
-from ..layers import linear_transpose
+from ..layers import LocallyConnected, linear_transpose
 from .base import Algorithm, Step
 
 
@@ -50,8 +50,10 @@ def check_transposable(rule: Algorithm) -> None:
 
 
 def fan_in(layer) -> int:
-    """Inputs per output unit: n_in (dense), C_in k k (conv, locally connected)."""
-    return layer.weight_matrices()[0][0].numel()
+    """Inputs per output unit: n_in (dense), C_in k k (conv; locally connected, whose weight is
+    [locations, C_out, C_in k k])."""
+    w = layer.weight
+    return w.shape[-1] if isinstance(layer, LocallyConnected) else w[0].numel()
 
 
 class FA(Algorithm):

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from ..circuit import LocalLayer
 from .activations import activation
 from .conv import out_size, padding_of
+from .init import MatrixStack
 from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
                        linear_transpose)
 
@@ -63,7 +64,7 @@ class LocallyConnected(nn.Module):
         return local_transpose(y, weight, self.kernel, self.stride, self.padding, self.in_shape[1:])
 
     def weight_matrices(self):
-        return [self.weight.data[p] for p in range(len(self.weight))]  # one [C_out, C_in k k] bank per position
+        return [MatrixStack(self.weight.data)]  # one [C_out, C_in k k] bank per location
 
     def extra_repr(self):
         return f"{self.in_shape} -> {self.out_shape}, kernel {self.kernel}, stride {self.stride}, {self.act_name}"
@@ -86,7 +87,7 @@ class LocalFeedback(nn.Module):
         return self.act(x + self.bias)
 
     def weight_matrices(self):
-        return [self.weight.data[p] for p in range(len(self.weight))]
+        return [MatrixStack(self.weight.data)]
 
 
 class LocalTranspose(AnalyticalFeedback):
