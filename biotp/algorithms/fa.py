@@ -34,7 +34,7 @@ class _FeedbackPath(torch.autograd.Function):
 
 
 def has_weights(layer) -> bool:
-    return any(True for _ in layer.parameters())
+    return next(layer.parameters(), None) is not None
 
 
 def check_transposable(rule: Algorithm) -> None:
