@@ -112,4 +112,4 @@ def print_table(args, rows: list[dict]) -> None:
         print(f"{r['rule']:<8} {r['seconds']:>11.2f} {ratio:>6} {r['wall_seconds']:>7.2f} {r['peak_mb']:>8.0f}")
     for r in rows:
         if "error" in r:
-            print(f"{r['rule']:<8} does not run on this circuit: {r['error']}")
+            print(f"{r['rule']:<8} failed: {r['error']}")
