@@ -11,6 +11,7 @@ import torch
 
 from biotp.algorithms import build
 from biotp.circuit import parse_circuit
+from biotp.errors import ConfigError
 from biotp.network import Network
 
 
@@ -352,3 +353,13 @@ def test_rule_lowers_training_loss_on_digits(one_thread, alg, layers, loss, lr, 
         error = (rule.predict(X).argmax(1) != Y).double().mean().item()
     assert after < 0.8 * before
     assert error < 0.6
+
+
+@pytest.mark.parametrize("rule", ["gtp", "dtp_gn"])
+def test_dense_only_rules_refuse_a_conv_net_naming_the_layer(rule):
+    layers = [{"type": "dense", "size": 8, "activation": "tanh"},
+              {"type": "conv", "channels": 2, "kernel": 3, "padding": 1, "activation": "tanh"},
+              {"type": "flatten"}, {"type": "dense", "size": 4, "activation": "linear"}]
+    c = parse_circuit({"network": {"layers": layers}, "algorithm": {"name": rule}}, "c.yaml")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: network\.layers\.1: {rule} is defined for dense layers only.*'conv'"):
+        build(c, (1, 8, 8), 4)

@@ -54,6 +54,12 @@ def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, dev
             f"{circuit.source or '<circuit>'}: network.input: {circuit.network.input} does not match dataset "
             f"{circuit.data.dataset!r}, which has {n_inputs} inputs; expected {n_inputs} (or omit the key)"
         )
+    layers = circuit.network.expanded()
+    if cls.dense_only and (other := next((i for i, layer in enumerate(layers) if layer.type != "dense"), None)) is not None:
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.layers.{other}: {cls.name} is defined for dense layers only "
+            f"(its equations use each W_l as a matrix); got type {layers[other].type!r}"
+        )
     net = Network(circuit, shape, with_feedback=cls.uses_feedback_modules)
     if not cls.supports_transmission and (found := transmitting_layers(net)):
         l, kind = found[0]

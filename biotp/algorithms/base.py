@@ -73,6 +73,8 @@ class Algorithm(nn.Module):
     # does it compute only through the layers' own forward passes (so a discrete or stochastic
     # `transmit` is respected), rather than with their weights directly?
     supports_transmission: ClassVar[bool] = False
+    # is it defined for fully connected layers only (its equations use W_l as a matrix)?
+    dense_only: ClassVar[bool] = False
 
     def __init__(self, circuit: Circuit, net: Network, loss: Loss):
         super().__init__()

@@ -58,6 +58,7 @@ class DTPGN(Algorithm):
     name = "dtp_gn"
     feedback_kind = "learned"
     uses_feedback_modules = True
+    dense_only = True
 
     def __init__(self, circuit, net, loss):
         super().__init__(circuit, net, loss)

@@ -48,6 +48,7 @@ class GTP(Algorithm):
     name = "gtp"
     feedback_kind = "analytical"  # W_{l+1}ᵀ: weight transport, no feedback modules
     uses_feedback_modules = False
+    dense_only = True
 
     def grads(self, x, y, *, forward=True, feedback=True):
         hs = self.net(x, local=True)
