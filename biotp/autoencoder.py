@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .algorithms.base import Algorithm, Step, layer_loss
+from .algorithms.base import Algorithm
 from .algorithms.dtp import DTP
 from .errors import ConfigError
 from .layers import Dense
@@ -100,22 +100,9 @@ class EncoderInverseDTP(DTP):
 
     name = "dtp"
 
-    def grads(self, x, y, *, forward=True, feedback=True):
+    def activities(self, x, y):
         hs = self.net(y, local=True)
-        out = hs[-1]
-        loss = self.loss(out, y)
-        total = None
-        if forward:
-            targets = self.targets(hs, y)
-            corrupted = hs if x is y else self.net(x, local=True)
-            total = loss + sum(layer_loss(corrupted[l], t) for l, t in targets.items())
-        fb_loss = None
-        if feedback and self.trains_feedback:
-            fb_loss = self.inverse_loss(hs)
-            total = fb_loss if total is None else total + fb_loss
-        if total is not None:
-            total.backward()
-        return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
+        return hs, (hs if x is y else self.net(x, local=True))
 
     def top_target(self, hs, y):
         """ĥ_{L-1} = h_{L-1} + f_1(ĥ_L) - f_1(h_L), ĥ_L = x (eq. 3.23)."""

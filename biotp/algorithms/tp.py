@@ -28,13 +28,13 @@ class TP(Algorithm):
 
     # ------------------------------------------------------------------ the interface
     def grads(self, x, y, *, forward=True, feedback=True):
-        hs = self.net(x, local=True)
+        hs, trained = self.activities(x, y)
         out = hs[-1]
         loss = self.loss(out, y)
         total = None
         if forward:
             targets = self.targets(hs, y)
-            total = loss + sum(layer_loss(hs[l], t) for l, t in targets.items())
+            total = loss + sum(layer_loss(trained[l], t) for l, t in targets.items())
         fb_loss = None
         if feedback and self.trains_feedback:
             fb_loss = self.inverse_loss(hs)
@@ -42,6 +42,12 @@ class TP(Algorithm):
         if total is not None:
             total.backward()
         return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
+
+    def activities(self, x, y):
+        """(the activities targets are computed from, those the layer losses train): one
+        forward pass, graphs cut between layers."""
+        hs = self.net(x, local=True)
+        return hs, hs
 
     @torch.no_grad()
     def targets(self, hs: list[torch.Tensor], y: torch.Tensor) -> dict[int, torch.Tensor]:
