@@ -63,7 +63,7 @@ class StimulusSpec(Spec):
     """Which examples are presented, and for how long."""
 
     split: Literal["train", "val", "test"] = "train"
-    count: PositiveInt = Field(100, description="number of trials")
+    count: PositiveInt | None = Field(None, description="number of trials (default: the phases' sum, else 100)")
     order: Literal["shuffled", "sequential"] = "shuffled"
     batch: PositiveInt = Field(1, description="examples presented side by side in one trial (torch)")
     forward_phase: Time | None = Field(None, description="overrides dynamics.forward_phase")
@@ -212,11 +212,8 @@ class Protocol(Spec):
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phases: names must be unique, got {names}")
-        if self.phases and sum(p.trials for p in self.phases) != self.stimuli.count:
-            if "count" in self.stimuli.model_fields_set:
-                raise ValueError(f"stimuli.count = {self.stimuli.count} but the phases add up to "
-                                 f"{sum(p.trials for p in self.phases)} trials")
-            object.__setattr__(self.stimuli, "count", sum(p.trials for p in self.phases))
+        if self.phases and self.stimuli.count not in (None, self.trials):
+            raise ValueError(f"stimuli.count = {self.stimuli.count} but the phases add up to {self.trials} trials")
         for i, iv in enumerate(self.interventions):
             for name in iv.phases or []:
                 if name not in names:
@@ -237,6 +234,13 @@ class Protocol(Spec):
                 raise ValueError("the brian2 engine runs lesions, plasticity blocks and β changes; "
                                  f"{', '.join(within) or 'inter_trial / record.residual'} need engine torch")
         return self
+
+    @property
+    def trials(self) -> int:
+        """The number of trials: the phases' sum, else `stimuli.count` (default 100)."""
+        if self.phases:
+            return sum(p.trials for p in self.phases)
+        return self.stimuli.count or 100
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -429,7 +433,7 @@ class ContinuousRun:
         splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=c.seed, limit=d.limit,
                         synthetic=d.synthetic.model_dump())
         stim = getattr(splits, p.stimuli.split)
-        n = p.stimuli.count * p.stimuli.batch
+        n = p.trials * p.stimuli.batch
         g = torch.Generator().manual_seed(c.seed)
         order = torch.randperm(len(stim.y), generator=g) if p.stimuli.order == "shuffled" else torch.arange(len(stim.y))
         order = order.repeat(-(-n // len(order)))[:n]  # cycle through the split when count exceeds it
@@ -450,7 +454,7 @@ class ContinuousRun:
 
             self.engine = TorchEngine(self.model, weights, self.loss, generator=self.generator)
         self.trial_time = self.spec.forward_phase + self.spec.target_phase + (p.stimuli.inter_trial or 0.0)
-        self.phase_of = [ph.name for ph in p.phases for _ in range(ph.trials)] or ["all"] * p.stimuli.count
+        self.phase_of = [ph.name for ph in p.phases for _ in range(ph.trials)] or ["all"] * p.trials
         self._check_names()
         self.masks = {}  # lesion index -> (kind, l, mask of cut synapses)
         mask_gen = torch.Generator().manual_seed(c.seed + 7919)
@@ -573,7 +577,7 @@ class ContinuousRun:
 
     def run(self, progress: bool) -> dict:
         p, M, model, L = self.pt.protocol, self.M, self.model, self.model.L
-        B, n_trials = p.stimuli.batch, p.stimuli.count
+        B, n_trials = p.stimuli.batch, p.trials
         recorded = set(range(min(p.record.trials, n_trials))) if isinstance(p.record.trials, int) else set(p.record.trials)
         every = p.evaluate.every or n_trials
         ref = None
@@ -696,7 +700,7 @@ class ContinuousRun:
         spec, L = self.spec, self.model.L
         n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
         times = np.arange(0, n_f + n_t + 1, spec.record_every) * spec.dt
-        trials = np.array(sorted(recorded & set(range(self.pt.protocol.stimuli.count))))
+        trials = np.array(sorted(recorded & set(range(self.pt.protocol.trials))))
         tree: dict = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}}
         tr: dict = {}
         residual = {}
@@ -720,7 +724,7 @@ class ContinuousRun:
             }
         tree["weights"] = {f"W{l}": self.engine.w.W[l].detach().cpu().numpy() for l in range(1, L + 1)}
         m = tree["metrics"]
-        tree["summary"] = {"wall_time": np.asarray(wall), "trials": np.asarray(self.pt.protocol.stimuli.count),
+        tree["summary"] = {"wall_time": np.asarray(wall), "trials": np.asarray(self.pt.protocol.trials),
                            "final_test_error": np.asarray(m["test_error"][-1])}
         return tree
 
