@@ -259,8 +259,8 @@ def test_a_sweep_writes_one_group_per_point_and_resumes(tmp_path, monkeypatch):
     with h5py.File(out, "a") as f:
         del f["points/p002"], f["points/p003"]
     calls = []
-    original = P._run_point
-    monkeypatch.setattr(P, "_run_point", lambda pt, *a: calls.append(pt.key) or original(pt, *a))
+    original = P.runner._run_point
+    monkeypatch.setattr(P.runner, "_run_point", lambda pt, *a: calls.append(pt.key) or original(pt, *a))
     P.run_protocol(p, out=out, progress=False)
     assert calls == ["p002", "p003"]
     with h5py.File(out) as f:
