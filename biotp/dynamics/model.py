@@ -1,122 +1,95 @@
-"""The equations of the continuous-time model, described once, compiled by both engines.
+"""The continuous-time model of a circuit: populations, projections, equations -- pure data.
 
-Each population l (layer1..layerL; `input` holds h_0 = x) carries a forward activity h_l
-and a target t_l.  Its elementwise ODEs are `Equation`s: strings over its own variables,
-its inputs and the time constants, evaluated by the torch engine with torch functions
-and handed verbatim (with unit annotations) to brian2.  What couples populations
-(weight products, decoders g_l) is computed by `inputs`, one torch function shared by
-both engines, from explicit arguments.
+`build_model(circuit)` reads the network and the `dynamics:` block and returns a `Model`:
 
-  forward      τ_f dh_l/dt = -h_l + f_l(a_l),  a_l = W_l h_{l-1} + b_l
-  gradient     τ_t dt_l/dt = -∂C_{l+1}/∂t_l = W_{l+1}ᵀ[(t_{l+1} - f_{l+1}(t_l)) ⊙ f'_{l+1}]
-               (seed 000 eq. 3 with C_{l+1} = ½‖t_{l+1} - f_{l+1}(t_l)‖², eq. 4; Euler with
-               dt = τ τ_t is App. B eq. 32)
-  difference   τ_t dt_l/dt = -t_l + h_l + g_{l+1}(t_{l+1}) - g_{l+1}(h_{l+1})
-               (fixed point: the DTP target, seed 002 eq. 3.15)
-  inverse_output  τ_t dt_l/dt = g_{l+1}(t_{l+1}) - g_{l+1}(f_{l+1}(t_l))
-               (unit Euler step = seed 001 eq. iterative-tau-out-update)
-  inverse_input   τ_t du_l/dt = t_{l+1} - f_{l+1}(g_{l+1}(u_l)),  u_l(0) = h_{l+1},
-               t_l = h_l + g_{l+1}(u_l) - g_{l+1}(h_{l+1})
-               (unit Euler step = seed 001 eq. u-recurrence; the difference correction
-               makes t_l start at h_l)
+  populations   `input` (the clamped stimulus x), `layer1`..`layerL`, each with its brian2
+                equation text (`biotp.dynamics.equations` for the catalogue) plus the user's
+                own (`dynamics.populations`), checked for units by brian2 when built
+  projections   `forward.layer<l>` (W_l: layer l-1 -> l), `feedback.layer<l>` (V_l of g_l:
+                layer l -> l-1), `pool.layer<L>` (the output's own all-to-all pool for softmax)
+  couplings     summed variables: what each population receives through a projection
+  rules         the plastic projections and their postsynaptic factor `err`
+  statements    the events between phases (feedback plasticity, the targets' onset)
 
-Every target starts at t_l = h_l when the target phase begins; the top target is then
-set as a step (`top_target`).  `on` gates a population's relaxation (layer-by-layer
-schedule), `fwd` the forward settling (brian2 keeps both in one group).
+Engines compile this description (`biotp.engines`): brian2 into NeuronGroups and Synapses,
+torch into batched tensor code.  Names are resolved here once: a misnamed population,
+projection or variable is a `ConfigError` listing those that exist.
+
+The timeline of one presentation, in steps of dt:
+  forward phase   `forward_phase` steps, fwd = 1 (activities settle, targets and weights still)
+  feedback event  one step: feedback plasticity (statements with event "feedback")
+  onset event     one step: targets take their initial values, the top target steps, and
+                  the weights change by the step's integral (statements with event "onset")
+  target phase    `target_phase` steps, on = 1 (one block of layers at a time when layerwise),
+                  plastic = 1
+In the event steps every gate is 0, so the built-in dynamics stand still.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
 
-import torch
-from torch.nn import functional as F
-
 from ..errors import ConfigError
-from ..layers.activations import activation, derivative
+from . import equations as E
 
-# activation of a drive `x`, as expression text valid in torch (below) and brian2
-ACT_EXPR = {"tanh": "tanh({x})", "sigmoid": "1 / (1 + exp(-{x}))", "relu": "clip({x}, 0, inf)", "linear": "{x}"}
-TORCH_NS = {"tanh": torch.tanh, "exp": torch.exp, "clip": torch.clamp, "inf": math.inf}
-
-RHS = {
-    "gradient": ("t", "back"),
-    "difference": ("t", "-t + h + gt - gh"),
-    "inverse_output": ("t", "gt - gft"),
-    "inverse_input": ("u", "tup - fgu"),
-}
-# inputs each rule needs from `inputs` (computed nonlocally) -- the rest are local
-INPUTS = {
-    "gradient": ("back",),
-    "difference": ("gt", "gh"),
-    "inverse_output": ("gt", "gft"),
-    "inverse_input": ("tup", "fgu", "gu", "gh"),
-}
-T_OF_U = "h + gu - gh"  # inverse_input: the target read out from the decoder input
-# online plasticity of one synapse (seed 001 §9); the torch engine applies it as the
-# batch-mean outer product in `plasticity_rates`
-PLASTICITY = "eta * (-gamma * w + tdot_post * n_pre)"
+# switches the engines set (shared variables), and per-step inputs they provide
+GATES = ("fwd", "on", "on_u", "plastic_b", "plastic_c", "hold_h", "hold_t", "sigma_h", "sigma_t")
+INPUTS = ("noise_h", "noise_t")  # N(0, 1) per step and neuron, drawn by whoever perturbs (0 otherwise)
+HOOKS = ("I_h", "I_t")
+SHARED = ("b", "c")
+RATE = {"h": "hdot", "tgt": "tdot", "u": "udot"}  # the subexpression d var/dt of each built-in variable  # per-neuron parameters of the circuit, the same for every example
 
 
 @dataclass(frozen=True)
-class Equation:
-    """d var/dt = `gate` * (rhs) / `tau`: one elementwise ODE of a population."""
+class Population:
+    name: str
+    index: int  # 0 = input, l = layer l
+    size: int
+    activation: str | None
+    equations: str  # brian2 syntax, units
+    parameters: dict = field(default_factory=dict)  # user constants: name -> (SI value, unit text)
 
-    var: str
-    rhs: str
-    tau: str
-    gate: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.gate} * ({self.rhs}) / {self.tau}"
-
-    def evaluate(self, namespace: dict) -> torch.Tensor:
-        return eval(_compiled(self.text), TORCH_NS, namespace)  # noqa: S307 (our own strings)
+    def variables(self) -> list[str]:
+        """Every name the equations define (state variables, subexpressions, parameters)."""
+        return [m.group(1) or m.group(2) for m in _DEFINED.finditer(self.equations)]
 
 
-_CODE: dict[str, object] = {}
+_DEFINED = re.compile(r"^\s*(?:d(\w+)/dt|(\w+))\s*(?:=|:)", re.M)
 
 
-def _compiled(text: str):
-    if text not in _CODE:
-        _CODE[text] = compile(text, f"<equation {text}>", "eval")
-    return _CODE[text]
+@dataclass(frozen=True)
+class Projection:
+    """Weights from `pre` to `post` (w[post, pre]); `pool` projections are unweighted and
+    all-to-all within one population."""
 
-
-def evaluate(text: str, namespace: dict) -> torch.Tensor:
-    return eval(_compiled(text), TORCH_NS, namespace)  # noqa: S307
+    name: str
+    pre: str
+    post: str
+    kind: str  # forward | feedback | pool
+    layer: int  # l of W_l or V_l
 
 
 @dataclass
 class Model:
-    """A network's populations and equations under one `DynamicsSpec`.
+    spec: object  # the DynamicsSpec
+    loss: str
+    populations: dict[str, Population]
+    projections: dict[str, Projection]
+    couplings: list[E.Coupling]
+    rules: dict[str, str]  # plastic projection -> the postsynaptic factor (variable of post)
+    statements: list[E.Statement]
+    relaxing: list[int]  # layers whose targets relax, top-down
+    targeted: list[int]  # layers with a target: the relaxing ones, the top and above
+    constants: dict  # shared parameters: name -> (SI value, unit text)
 
-    Layers are numbered 1..L; `top` is the layer whose target is set as a step (L, or L-1
-    with `target.mode: gradient_step`); `relaxing` are the layers below it, whose targets
-    follow the relaxation ODE.
-    """
+    @property
+    def L(self) -> int:
+        return len(self.populations) - 1
 
-    spec: object
-    acts: list[str]  # acts[l] for l = 1..L (acts[0] unused)
-    g_acts: list[str]  # g_acts[l]: activation of g_l (l = 2..L)
-    sizes: list[int]
-    forward: list[Equation] = field(init=False)
-    target: dict[int, Equation] = field(init=False)
-
-    def __post_init__(self):
-        self.L = len(self.sizes) - 1
-        for a in self.acts[1:]:
-            if a not in ACT_EXPR:
-                raise ConfigError(f"dynamics: activation {a!r} has no continuous-time form; expected one of {sorted(ACT_EXPR)}")
-        self.top = self.L - 1 if self.spec.target.mode == "gradient_step" else self.L
-        self.relaxing = list(range(self.top - 1, 0, -1))  # top-down order
-        self.var, rhs = RHS[self.spec.relaxation]
-        self.forward = [None] + [
-            Equation("h", "-h + " + ACT_EXPR[self.acts[l]].format(x="a"), "tau_f", "fwd") for l in range(1, self.L + 1)
-        ]
-        self.target = {l: Equation(self.var, rhs, "tau_t", "on") for l in self.relaxing}
+    @property
+    def sizes(self) -> list[int]:
+        return [p.size for p in self.populations.values()]
 
     @property
     def plastic(self) -> bool:
@@ -124,211 +97,294 @@ class Model:
 
     def layer_blocks(self) -> list[list[int]]:
         """Groups of layers relaxing together: all at once, or one at a time from the top."""
-        if self.spec.schedule == "parallel":
-            return [self.relaxing] if self.relaxing else []
-        return [[l] for l in self.relaxing]
+        if not self.relaxing:
+            return []
+        return [self.relaxing] if self.spec.schedule == "parallel" else [[l] for l in self.relaxing]
+
+    def moving(self, l: int) -> str | None:
+        """The variable whose settling makes layer l's target: tgt, u of the layer above
+        (inverse_input), or None."""
+        if l not in self.relaxing:
+            return None
+        return "u" if self.spec.relaxation == "inverse_input" else "tgt"
+
+    # --------------------------------------------------------------- names, checked
+    def population(self, name: str, where: str = "population") -> Population:
+        if name not in self.populations:
+            raise ConfigError(f"{where}: no population {name!r}; the circuit's populations are "
+                              f"{', '.join(self.populations)}")
+        return self.populations[name]
+
+    def projection(self, name: str, where: str = "projection") -> Projection:
+        if name not in self.projections:
+            names = [n for n, p in self.projections.items() if p.kind != "pool"]
+            raise ConfigError(f"{where}: no projection {name!r}; the circuit's projections are {', '.join(names)}")
+        return self.projections[name]
+
+    def variable(self, population: str, var: str, where: str = "variable") -> str:
+        """The equations' name of `var` in `population` (t -> tgt; r is the residual)."""
+        from .spec import ALIASES
+
+        pop = self.population(population, where)
+        name = ALIASES.get(var, var)
+        known = pop.variables()
+        if var != "r" and name not in known:
+            raise ConfigError(f"{where}: population {population!r} has no variable {var!r}; its variables are "
+                              f"{', '.join(sorted(known))} (t for tgt, r for the residual)")
+        return name
 
 
-# ------------------------------------------------------------------ nonlocal inputs
+# ------------------------------------------------------------------------- building
 
 
-@dataclass
-class Weights:
-    """Forward W_l [n_l, n_{l-1}], b_l and feedback V_l [n_{l-1}, n_l], c_l, index l (0 unused)."""
-
-    W: list
-    b: list
-    V: list
-    c: list
-
-    @classmethod
-    def of(cls, net, dtype=None, device=None) -> "Weights":
-        conv = lambda p: None if p is None else p.detach().to(dtype=dtype, device=device).clone()  # noqa: E731
-        L = net.depth
-        fb = lambda l, a: conv(getattr(net.feedback[str(l)], a)) if str(l) in net.feedback else None  # noqa: E731
-        return cls(
-            [None] + [conv(m.weight) for m in net.layers],
-            [None] + [conv(m.bias) for m in net.layers],
-            [None, None] + [fb(l, "weight") for l in range(2, L + 1)],
-            [None, None] + [fb(l, "bias") for l in range(2, L + 1)],
-        )
-
-    def f(self, model: Model, l: int, x: torch.Tensor) -> torch.Tensor:
-        return activation(model.acts[l])(F.linear(x, self.W[l], self.b[l]))
-
-    def g(self, model: Model, l: int, x: torch.Tensor) -> torch.Tensor:
-        if self.V[l] is None:
-            raise ConfigError(f"dynamics: relaxation {model.spec.relaxation!r} needs a feedback pathway g_{l}")
-        return activation(model.g_acts[l])(F.linear(x, self.V[l], self.c[l]))
+def layer_name(l: int) -> str:
+    return "input" if l == 0 else f"layer{l}"
 
 
-def drive(w: Weights, l: int, h_prev: torch.Tensor) -> torch.Tensor:
-    """a_l = W_l h_{l-1} + b_l: the input of the forward equation."""
-    return F.linear(h_prev, w.W[l], w.b[l])
+def build_model(circuit, input_size: int) -> Model:
+    """The model of `circuit` (its `dynamics:` block; defaults if absent) on inputs of
+    `input_size`; raises ConfigError for what the continuous-time model cannot express."""
+    from .spec import DynamicsSpec
+
+    spec = circuit.dynamics or DynamicsSpec()
+    where = circuit.source or "<circuit>"
+    layers = circuit.network.expanded()
+    for i, layer in enumerate(layers):
+        kind = getattr(layer, "type", "dense")
+        if kind != "dense":
+            raise ConfigError(f"{where}: network.layers: layer {i + 1} is {kind!r}; the continuous-time model has "
+                              "dense populations only (expected type: dense; train other layers with `biotp train`)")
+        if layer.activation not in E.ACTIVATION:
+            raise ConfigError(f"{where}: network.layers: layer {i + 1} has activation {layer.activation!r}, which has "
+                              f"no continuous-time form; expected one of {', '.join(E.ACTIVATION)}")
+        if layer.transmit != "identity":
+            raise ConfigError(f"{where}: network.layers: layer {i + 1} has transmit: {layer.transmit}, which the "
+                              "continuous-time model does not have; expected transmit: identity (train such "
+                              "networks with `biotp train`)")
+        if not layer.bias:
+            raise ConfigError(f"{where}: network.layers: layer {i + 1} has bias: false; the continuous-time model's "
+                              "populations have biases (expected bias: true)")
+    L = len(layers)
+    acts = [None] + [layer.activation for layer in layers]
+    dec = [None, None] + [circuit.feedback.activation or acts[l - 1] or "linear" for l in range(2, L + 1)]
+    for l in range(2, L + 1):
+        if dec[l] not in E.ACTIVATION:
+            raise ConfigError(f"{where}: feedback.activation {dec[l]!r} has no continuous-time form; expected one "
+                              f"of {', '.join(E.ACTIVATION)}")
+    sizes = [input_size] + [layer.size for layer in layers]
+    return Builder(spec, circuit.loss, acts, dec, sizes, where).build()
 
 
-def targets_now(model: Model, state: dict, t0: list, h: list, gh: dict, w: Weights) -> list:
-    """t_0..t_L at this instant: the relaxing states in `state`, else the onset values `t0`
-    (the top target's step, t = h above the top); for inverse_input the targets are read
-    out of u through the decoder."""
-    t = [state["t"].get(l, v) for l, v in enumerate(t0)]
-    if model.var == "u":
-        for l in model.relaxing:
-            t[l] = evaluate(T_OF_U, {"h": h[l], "gu": w.g(model, l + 1, state["u"][l]), "gh": gh[l]})
-    return t
+class Builder:
+    """Assembles the equations, couplings, rules and statements of one model."""
 
+    def __init__(self, spec, loss, acts, dec, sizes, where):
+        self.spec, self.loss, self.acts, self.dec, self.sizes, self.where = spec, loss, acts, dec, sizes, where
+        self.L = L = len(sizes) - 1
+        mode = spec.target.mode
+        self.top = L - 1 if mode == "gradient_step" else L
+        if self.top < 1:
+            raise ConfigError(f"{where}: dynamics.target.mode: gradient_step needs at least two layers")
+        self.relaxing = list(range(self.top - 1, 0, -1))
+        self.lines = {l: [] for l in range(L + 1)}  # equation lines per population
+        self.couplings: dict[tuple[int, str], E.Coupling] = {}
+        self.statements: list[E.Statement] = []
+        self.rules: dict[str, str] = {}
 
-def inputs(model: Model, l: int, t: list, u: list, h: list, gh: dict, w: Weights) -> dict:
-    """The nonlocal inputs of layer l's target equation (names as in `INPUTS`)."""
-    rule = model.spec.relaxation
-    if rule == "gradient":
-        up = w.f(model, l + 1, t[l])
-        return {"back": F.linear((t[l + 1] - up) * derivative(model.acts[l + 1], up), w.W[l + 1].T)}
-    if rule == "difference":
-        return {"gt": w.g(model, l + 1, t[l + 1]), "gh": gh[l]}
-    if rule == "inverse_output":
-        return {"gt": w.g(model, l + 1, t[l + 1]), "gft": w.g(model, l + 1, w.f(model, l + 1, t[l]))}
-    gu = w.g(model, l + 1, u[l])
-    return {"tup": t[l + 1], "fgu": w.f(model, l + 1, gu), "gu": gu, "gh": gh[l]}
+    # small helpers -----------------------------------------------------------
+    def eq(self, l: int, *lines: str) -> None:
+        for line in lines:
+            if line not in self.lines[l]:
+                self.lines[l].append(line)
 
+    def couple(self, receiver: int, coupling: E.Coupling) -> None:
+        self.couplings.setdefault((receiver, coupling.target), coupling)
+        dim = "1/second" if coupling.target == "vudot" else "1"
+        self.eq(receiver, f"{coupling.target} : {dim}")
 
-def target_rates(model: Model, state: dict, t0: list, h: list, gh: dict, w: Weights, on: dict, tau_t: float):
-    """(d var_l/dt for the relaxing layers, dt_l/dt for the same layers, the targets t)."""
-    t = targets_now(model, state, t0, h, gh, w)
-    rates, tdot = {}, {}
-    for l in model.relaxing:
-        ns = {"h": h[l], "t": t[l], "tau_t": tau_t, "on": on[l], **inputs(model, l, t, state.get("u", {}), h, gh, w)}
-        if model.var == "u":
-            ns["u"] = state["u"][l]
-        rates[l] = model.target[l].evaluate(ns)
-        if model.var == "u":  # dt_l/dt = g'(u) (V du/dt), the chain rule through the decoder
-            tdot[l] = derivative(model.g_acts[l + 1], ns["gu"]) * F.linear(rates[l], w.V[l + 1])
+    def fwd(self, l: int) -> str:
+        return f"forward.layer{l}"
+
+    def fb(self, l: int) -> str:
+        return f"feedback.layer{l}"
+
+    # the pieces --------------------------------------------------------------
+    def build(self) -> Model:
+        spec, L = self.spec, self.L
+        self.eq(0, "h : 1")
+        for l in range(1, L + 1):
+            self.forward(l)
+        for l in self.relaxing:
+            self.relaxation(l)
+        for l in range(1, L + 1):
+            if l not in self.relaxing:
+                self.eq(l, "tgt : 1", "tdot = 0 * Hz : 1/second")
+        self.top_targets()
+        if spec.plasticity.rule != "none":
+            for l in range(1, L + 1):
+                self.plasticity(l)
+        if spec.feedback_plasticity.rule == "decoder":
+            for l in range(2, L + 1):
+                self.decoder(l)
+        populations = {}
+        for l in range(L + 1):
+            user = spec.populations.get(layer_name(l))
+            populations[layer_name(l)] = self.population(l, user)
+        unknown = sorted(set(spec.populations) - set(populations))
+        if unknown:
+            raise ConfigError(f"{self.where}: dynamics.populations: no population {unknown[0]!r}; the circuit's "
+                              f"populations are {', '.join(populations)}")
+        projections = {}
+        for l in range(1, L + 1):
+            projections[self.fwd(l)] = Projection(self.fwd(l), layer_name(l - 1), layer_name(l), "forward", l)
+        for l in range(2, L + 1):
+            projections[self.fb(l)] = Projection(self.fb(l), layer_name(l), layer_name(l - 1), "feedback", l)
+        if self.loss == "cross_entropy":
+            projections[f"pool.layer{L}"] = Projection(f"pool.layer{L}", layer_name(L), layer_name(L), "pool", L)
+        constants = {"tau_f": (spec.tau_f, "second"), "tau_t": (spec.tau_t, "second"),
+                     "eta": (spec.plasticity.eta, "1"), "gamma": (spec.plasticity.gamma, "Hz"),
+                     "beta": (spec.target.beta, "1"), "beta_fb": (spec.feedback_plasticity.beta, "1")}
+        model = Model(spec, self.loss, populations, projections, list(self.couplings.values()), self.rules,
+                      sorted(self.statements, key=lambda s: (s.event, s.order)), self.relaxing,
+                      list(range(1, L + 1)), constants)
+        self.check_record(model)
+        from .units import check_units
+
+        check_units(model, self.where)
+        return model
+
+    def forward(self, l: int) -> None:
+        """τ_f dh/dt = -h + F(a + b + I_h) (gated), a = W_l h_{l-1}."""
+        F = self.acts[l]
+        self.eq(l, f"dh/dt = hdot : 1",
+                f"hdot = fwd * (1 - hold_h) * (-h + {E.act(F, 'a + b + I_h')}) / tau_f"
+                f" + sigma_h * sqrt(2 / (tau_f * dt)) * noise_h : 1/second",
+                "b : 1", "I_h = 0 : 1", "fwd : 1 (shared)", "hold_h : 1 (shared)", "clamp_h : 1",
+                "sigma_h : 1 (shared)", "noise_h : 1")
+        self.couple(l, E.Coupling("a", self.fwd(l), "h"))
+
+    def relaxation(self, l: int) -> None:
+        """Layer l's target relaxes (see `equations.relaxation_terms`)."""
+        R = self.spec.relaxation
+        up = l + 1
+        terms = E.relaxation_terms(R, self.acts[up], self.dec[up])
+        noise = " + sigma_t * sqrt(2 / (tau_t * dt)) * noise_t"
+        if terms["rhs"] is not None:
+            self.eq(l, "dtgt/dt = tdot : 1",
+                    f"tdot = on * (1 - hold_t) * ({terms['rhs']} + I_t) / tau_t{noise} : 1/second",
+                    "I_t = 0 : 1", "on : 1 (shared)", "hold_t : 1 (shared)", "clamp_t : 1",
+                    "sigma_t : 1 (shared)", "noise_t : 1")
+        else:  # inverse_input: u lives in layer l+1, the target is read out in layer l
+            self.eq(l, f"tgt = {terms['tgt']} : 1", f"tdot = {E.slope(self.dec[up], 'tgt')} * vudot : 1/second",
+                    "c : 1")
+            self.eq(up, "du/dt = udot : 1", f"udot = on_u * (tgt - {E.act(self.acts[up], 'agu + b')}) / tau_t : 1/second",
+                    "on_u : 1 (shared)")
+            self.couple(l, E.Coupling("vu", self.fb(up), "u"))
+            self.couple(up, E.Coupling("agu", self.fwd(up), "tgt", stage=1))
+            self.couple(l, E.Coupling("vudot", self.fb(up), "udot", stage=2))
+            self.couple(l, E.Coupling("vh", self.fb(up), "h"))
+            self.statements.append(E.Statement("onset", 5, layer_name(up), "u", "=", "h"))
+        for name, expr in terms["up"].items():
+            self.eq(up, f"{name} = {expr} : 1")
+        if R == "gradient":
+            self.couple(up, E.Coupling("at", self.fwd(up), "tgt"))
+            self.couple(l, E.Coupling("back", self.fwd(up), "ec", direction="pre", stage=1))
+        elif R == "difference":
+            self.eq(l, "c : 1")
+            self.couple(l, E.Coupling("vt", self.fb(up), "tgt"))
+            self.couple(l, E.Coupling("vh", self.fb(up), "h"))
+        elif R == "inverse_output":
+            self.eq(l, "c : 1")
+            self.couple(up, E.Coupling("at", self.fwd(up), "tgt"))
+            self.couple(l, E.Coupling("vt", self.fb(up), "tgt"))
+            self.couple(l, E.Coupling("vft", self.fb(up), "ft", stage=1))
+        if terms["rhs"] is not None:
+            self.statements.append(E.Statement("onset", 5, layer_name(l), "tgt", "=",
+                                               f"hold_t * clamp_t + (1 - hold_t) * {terms['onset']}"))
+
+    def top_targets(self) -> None:
+        """The output's loss gradient and the top target's step at the onset: nudged t_L =
+        h_L - β ∂L/∂h_L (seed 001 eq. target-prop), clamped t_L = the label, or
+        gradient_step t_{L-1} = h_{L-1} - β ∂L/∂h_{L-1} (seed 002 eq. 3.7, η̂ = β) with t_L
+        nudged as well (so that W_L learns the output loss, as in the fast path's DTP)."""
+        L, mode = self.L, self.spec.target.mode
+        self.eq(L, "label : 1", f"dL = {E.LOSS_GRADIENT[self.loss]} : 1")
+        if self.loss == "cross_entropy":
+            self.couple(L, E.Coupling("zsum", f"pool.layer{L}", "exp(h)", weighted=False))
+        steps = {L: "label" if mode == "clamped" else "h - beta * dL"}
+        if mode == "gradient_step":
+            self.eq(L, f"dLa = dL * {E.slope(self.acts[L], 'h')} : 1")
+            self.couple(L - 1, E.Coupling("gL", self.fwd(L), "dLa", direction="pre", stage=1))
+            steps[L - 1] = "h - beta * gL"
+        for l, value in steps.items():
+            self.eq(l, "hold_t : 1 (shared)", "clamp_t : 1")
+            self.statements.append(E.Statement("onset", 5, layer_name(l), "tgt", "=",
+                                               f"hold_t * clamp_t + (1 - hold_t) * ({value})"))
+
+    def plasticity(self, l: int) -> None:
+        """err_l, the rule's postsynaptic factor, and the onset step's integral."""
+        rule, F = self.spec.plasticity.rule, self.acts[l]
+        if rule == "dtp":
+            fac = E.slope(F, "h")
         else:
-            tdot[l] = rates[l]
-    return rates, tdot, t
+            fac = f"{E.INVERSE_SLOPE[F].format(y='h')} / (nin + 1)"
+            self.couple(l, E.Coupling("nin", self.fwd(l), "h**2", weighted=False))
+        self.lines[l].remove("b : 1")  # the bias learns: db/dt = plastic_b η err
+        self.eq(l, f"fac = {fac} : 1", "err = tdot * fac : 1/second", "plastic_b : 1 (shared)",
+                "db/dt = plastic_b * eta * err : 1")
+        self.rules[self.fwd(l)] = "err"
+        start = "tgt"
+        if self.spec.relaxation == "inverse_input" and l in self.relaxing:
+            start = E.act(self.dec[l + 1], "vh + c")  # t_l(0) = g(u(0)) = g(h_{l+1})
+        self.eq(l, "step : 1")
+        self.statements += [E.Statement("onset", 6, layer_name(l), "step", "=", f"eta * ({start} - h) * fac"),
+                            E.Statement("onset", 7, self.fwd(l), "w", "+=", "step", self.fwd(l)),
+                            E.Statement("onset", 7, layer_name(l), "b", "+=", "step", self.fwd(l))]
 
+    def decoder(self, l: int) -> None:
+        """Seed 001's decoder rule on g_l, after the forward phase (see FeedbackPlasticitySpec)."""
+        below = l - 1
+        self.eq(below, "c : 1", "dec : 1", "plastic_c : 1 (shared)")
+        self.couple(below, E.Coupling("vh", self.fb(l), "h"))
+        self.couple(below, E.Coupling("nfb", self.fb(l), "h**2", weighted=False))
+        self.statements += [
+            E.Statement("feedback", 5, layer_name(below), "dec", "=",
+                        f"beta_fb * (h - {E.act(self.dec[l], 'vh + c')}) / (nfb + 1)"),
+            E.Statement("feedback", 6, self.fb(l), "w", "+=", "dec", self.fb(l)),
+            E.Statement("feedback", 6, layer_name(below), "c", "+=", "dec", self.fb(l)),
+        ]
 
-def plasticity_rates(model: Model, tdot: dict, n: list, W: list) -> dict:
-    """dW_l/dt = η(-γ W_l + mean_b (dt_l/dt) n_{l-1}ᵀ) (seed 001 §9, DTP1 normalisation)."""
-    p = model.spec.plasticity
-    return {l: p.eta * (-p.gamma * W[l] + tdot[l].T @ n[l - 1] / n[l - 1].shape[0]) for l in tdot}
+    def population(self, l: int, user) -> Population:
+        """Layer l's equation text: the built-in lines, then the user's (which may redefine
+        the hooks I_h, I_t and add variables)."""
+        lines = list(self.lines[l])
+        params = {}
+        if user is not None:
+            if l == 0:
+                raise ConfigError(f"{self.where}: dynamics.populations.input: the input population is clamped to "
+                                  "the stimulus; add equations to layer1..layerN")
+            user_lines = [ln.strip() for ln in user.equations.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+            builtin = {m.group(1) or m.group(2) for m in _DEFINED.finditer("\n".join(lines))}
+            for ln in user_lines:
+                m = _DEFINED.match(ln)
+                if m is None:
+                    raise ConfigError(f"{self.where}: dynamics.populations.{layer_name(l)}.equations: cannot read "
+                                      f"{ln!r}; expected brian2's syntax, e.g. 'dA/dt = (h - A) / tau_a : 1'")
+                name = m.group(1) or m.group(2)
+                if name in HOOKS:
+                    lines = [x for x in lines if not x.startswith(f"{name} = 0 ")]
+                elif name in builtin:
+                    raise ConfigError(f"{self.where}: dynamics.populations.{layer_name(l)}.equations: {ln!r} "
+                                      f"redefines the built-in variable {name!r}; add a term through I_h or I_t, or "
+                                      "a new variable")
+                lines.append(ln)
+            from .units import parse_parameter
 
+            for name, value in user.parameters.items():
+                params[name] = parse_parameter(value, f"{self.where}: dynamics.populations.{layer_name(l)}.parameters.{name}")
+        return Population(layer_name(l), l, self.sizes[l], self.acts[l], "\n".join(lines), params)
 
-# ------------------------------------------------------------ onset, end of phase
-
-
-def normalised_input(h: torch.Tensor) -> torch.Tensor:
-    """n = σ(h)/‖σ(h)‖² per example (seed 001 eq. delta-dtp-regular); σ(h_{l-1}) is what
-    population l-1 transmits, here its activity h_{l-1} itself."""
-    return h / (h * h).sum(1, keepdim=True).clamp_min(1e-30)
-
-
-def top_target(model: Model, h: list, y: torch.Tensor, w: Weights, loss) -> torch.Tensor:
-    """The step target of population `top` (see `TargetSpec`): nudged h_L - β∂L/∂h_L
-    (seed 001 eq. target-prop), clamped argmin L, or the gradient step on h_{L-1} (seed 002
-    eq. 3.7) -- L the per-example loss."""
-    mode, beta = model.spec.target.mode, model.spec.target.beta
-    if mode == "clamped":
-        return loss.optimum(y, h[-1].dtype)
-    x = h[model.top].detach().clone().requires_grad_()
-    with torch.enable_grad():
-        out = x if mode == "nudged" else F.linear(x, w.W[model.L], w.b[model.L])
-        (grad,) = torch.autograd.grad(loss(out, y, reduction="sum"), x)
-    return h[model.top] - beta * grad
-
-
-def onset(model: Model, h: list, y: torch.Tensor, w: Weights, loss) -> dict:
-    """The target phase's initial values: t_l = h_l with the top target's step, the
-    constant decoder outputs gh_l = g_{l+1}(h_{l+1}) and the normalised inputs n_l."""
-    t = [v.clone() for v in h]
-    t[model.top] = top_target(model, h, y, w, loss)
-    needs_g = model.spec.relaxation in ("difference", "inverse_input")
-    gh = {l: w.g(model, l + 1, h[l + 1]) if needs_g else None for l in model.relaxing}
-    return {"t": t, "gh": gh, "n": [normalised_input(v) for v in h]}
-
-
-def top_step_update(model: Model, t_top: torch.Tensor, h: list, n: list) -> torch.Tensor:
-    """The weight change the step of t_top causes: η (t_top - h_top) n_{top-1}ᵀ, the
-    integral of the online rule over a step (batch mean)."""
-    return model.spec.plasticity.eta * (t_top - h[model.top]).T @ n[model.top - 1] / n[0].shape[0]
-
-
-def influence_correction(model: Model, t: list, h: list, n: list) -> dict:
-    """With `influence`, each example's phase change (t_l - h_l) n_{l-1}ᵀ is rescaled by
-    ρ_l = ‖t_L - h_L‖²/‖t_l - h_l‖² (seed 001 §8, ΔW_DTP); returned: the extra η(ρ_l - 1)
-    (t_l - h_l) n_{l-1}ᵀ (batch mean) to add when the phase ends."""
-    top = model.top
-    s = ((t[top] - h[top]) ** 2).sum(1, keepdim=True)
-    out = {}
-    for l in model.relaxing:
-        e = t[l] - h[l]
-        rho = s / (e * e).sum(1, keepdim=True).clamp_min(1e-30)
-        out[l] = model.spec.plasticity.eta * ((rho - 1) * e).T @ n[l - 1] / n[0].shape[0]
-    return out
-
-
-def update_feedback(model: Model, h: list, w: Weights, generator: torch.Generator | None = None) -> None:
-    """Feedback plasticity after the forward phase (see `FeedbackPlasticitySpec`), in place."""
-    spec = model.spec.feedback_plasticity
-    if spec.rule == "fixed":
-        return
-    for l in range(2, model.L + 1):
-        if w.V[l] is None:
-            continue
-        if spec.rule == "decoder":  # Ω_l += β (h_{l-1} - g_l(h_l)) σ(h_l)ᵀ/‖σ(h_l)‖ (seed 001 §10)
-            s = h[l] / (h[l] * h[l]).sum(1, keepdim=True).sqrt().clamp_min(1e-30)
-            w.V[l] += spec.beta * (h[l - 1] - w.g(model, l, h[l])).T @ s / s.shape[0]
-            continue
-        noise = torch.randn(h[l - 1].shape, generator=generator, dtype=h[l - 1].dtype).to(h[l - 1].device)
-        noisy = h[l - 1] + spec.noise * noise
-        V, c = w.V[l].clone().requires_grad_(), None if w.c[l] is None else w.c[l].clone().requires_grad_()
-        with torch.enable_grad():
-            rec = activation(model.g_acts[l])(F.linear(w.f(model, l, noisy), V, c))
-            lossv = ((rec - noisy) ** 2).sum(1).mean()  # seed 002 Algorithm 1, noise-preserving
-            grads = torch.autograd.grad(lossv, [V] if c is None else [V, c])
-        w.V[l] -= spec.beta * grads[0]
-        if c is not None:
-            w.c[l] -= spec.beta * grads[1]
-
-
-def build_model(spec, net) -> Model:
-    """The model of `net` (a `biotp.network.Network`) under `spec` (a DynamicsSpec)."""
-    acts = [None] + [m.act_name for m in net.layers]
-    g_acts = [None, None] + [net.feedback[str(l)].act_name if str(l) in net.feedback else None for l in range(2, net.depth + 1)]
-    sizes = [net.layers[0].weight.shape[1]] + [m.weight.shape[0] for m in net.layers]
-    return Model(spec, acts, g_acts, sizes)
-
-
-# --------------------------------------------------- the discrete rule it settles to
-
-
-def settled_forward(model: Model, w: Weights, x: torch.Tensor) -> list:
-    """h_0..h_L at the forward phase's fixed point: the discrete pass h_l = f_l(h_{l-1})."""
-    h = [x]
-    for l in range(1, model.L + 1):
-        h.append(w.f(model, l, h[-1]))
-    return h
-
-
-def discrete_update(model: Model, w: Weights, x: torch.Tensor, y: torch.Tensor, loss) -> dict:
-    """The weight change ΔW_l a presentation makes once its targets have settled: the
-    fixed point of the `difference` relaxation is the DTP recursion t_l = h_l +
-    g_{l+1}(t_{l+1}) - g_{l+1}(h_{l+1}) (seed 002 eq. 3.15) from the top target's step, and
-    the integrated online rule is the DTP1 update η (t_l - h_l) n_{l-1}ᵀ (seed 001 eq.
-    delta-dtp-regular), rescaled by ‖t_L-h_L‖²/‖t_l-h_l‖² with `influence` (seed 001 §8).
-    Feedback plasticity is not included (the protocol applies it to both)."""
-    if model.spec.relaxation != "difference":
-        raise ConfigError(f"the discrete rule of relaxation {model.spec.relaxation!r} is not defined here; "
-                          "expected relaxation: difference (DTP targets)")
-    h = settled_forward(model, w, x)
-    o = onset(model, h, y, w, loss)
-    t, n, eta = o["t"], o["n"], model.spec.plasticity.eta
-    for l in model.relaxing:  # top-down
-        t[l] = h[l] + w.g(model, l + 1, t[l + 1]) - o["gh"][l]
-    dW = {model.top: top_step_update(model, t[model.top], h, n)}
-    for l in model.relaxing:
-        dW[l] = eta * (t[l] - h[l]).T @ n[l - 1] / n[0].shape[0]
-    if model.spec.plasticity.influence:
-        for l, extra in influence_correction(model, t, h, n).items():
-            dW[l] = dW[l] + extra
-    return dW
+    def check_record(self, model: Model) -> None:
+        for pop, variables in self.spec.record.items():
+            for var in variables:
+                model.variable(pop, var, f"{self.where}: dynamics.record.{pop}")

@@ -29,8 +29,12 @@ from biotp.circuit import Spec
 
 from .units import Frequency, Time
 
-RELAXATIONS = ("gradient", "difference", "inverse_output", "inverse_input")
-VARIABLES = ("h", "t", "u", "r")  # r: ‖dy/dt‖ of the moving variable (torch engine)
+from .equations import RELAXATIONS
+
+# record names: any variable of a population (checked when the model is built); `t` is the
+# target `tgt`, `r` the norm ‖dy/dt‖ of the population's moving variable
+ALIASES = {"t": "tgt"}
+VARIABLES = ("h", "t", "u", "r")  # the built-in ones
 
 
 class TargetSpec(Spec):
@@ -46,28 +50,46 @@ class TargetSpec(Spec):
 
 
 class PlasticitySpec(Spec):
-    """Online plasticity of the forward weights during the target phase (seed 001 §9):
-    dW_l/dt = η(-γ W_l + (dt_l/dt) n_{l-1}ᵀ), n_{l-1} = h_{l-1}/‖h_{l-1}‖² (DTP1
-    normalisation, eq. delta-dtp-regular).  `influence` rescales each example's phase
-    change by ‖t_L-h_L‖²/‖t_l-h_l‖² when the phase ends (seed 001 §8, the DTP update)."""
+    """Online plasticity of the forward weights and biases during the target phase, a
+    three-factor rule dW_l/dt = η(err_l ⊗ h_{l-1} - γ W_l), db_l/dt = η err_l
+    (`biotp.dynamics.equations`):
 
-    rule: Literal["dtp1", "none"] = "none"
+    `dtp`   err = (dt_l/dt) ⊙ f'_l: the gradient of ½‖t_l - h_l‖² (Lee's DTP update, seed 002);
+    `dtp1`  err = (dt_l/dt) ⊙ (1/f'_l) / (‖h_{l-1}‖² + 1): seed 001's Gauss-Newton DTP1 change
+            (eq. delta-dtp), which moves h_l onto t_l to first order.
+    `influence` (dtp1) rescales each example's phase change by ‖t_L-h_L‖²/‖t_l-h_l‖² when
+    the phase ends (seed 001 §8, the DTP layer factor; torch engine)."""
+
+    rule: Literal["dtp", "dtp1", "none"] = "none"
     eta: NonNegativeFloat = 0.1
     gamma: Frequency = Field(0.0, description="weight decay rate γ, e.g. '0 Hz'")
     influence: bool = False
 
 
 class FeedbackPlasticitySpec(Spec):
-    """Feedback weights Ω_l of g_l, updated once per example after the forward phase.
+    """Feedback weights V_l (and biases c_l) of g_l, updated once per example after the
+    forward phase.
 
-    `decoder`: Ω_l += β(h_{l-1} - g_l(h_l)) σ(h_l)ᵀ/‖σ(h_l)‖ (seed 001 §10 algorithm box).
-    `inverse_loss`: one gradient step of size β on ‖g_l(f_l(h_{l-1}+ε)) - (h_{l-1}+ε)‖²,
+    `decoder`: V_l += β e n_lᵀ, c_l += β e/(‖h_l‖² + 1), e = h_{l-1} - g_l(h_l), n_l =
+    h_l/(‖h_l‖² + 1) (seed 001 §10 algorithm box, with the squared norm of its derivation
+    and the bias input of `dtp_gn`'s identical rule; the decoder bias learns).
+    `inverse_loss` (torch engine): one gradient step of size β on ‖g_l(f_l(h_{l-1}+ε)) - (h_{l-1}+ε)‖²,
     ε ~ N(0, noise²) (seed 002 Algorithm 1).  `fixed`: no change.
     """
 
     rule: Literal["decoder", "inverse_loss", "fixed"] = "fixed"
     beta: PositiveFloat = 0.01
     noise: NonNegativeFloat = 0.1
+
+
+class PopulationSpec(Spec):
+    """A user's additions to one population's equations, in brian2's syntax with units:
+    new variables, and the hooks `I_h` (a drive added inside the activation: h relaxes to
+    f(a + b + I_h)) and `I_t` (a drive added to the target's relaxation).  `parameters` are
+    constants of those equations, a number (dimensionless) or a quantity such as '50 ms'."""
+
+    equations: str = ""
+    parameters: dict[str, float | str] = Field(default_factory=dict)
 
 
 class DynamicsSpec(Spec):
@@ -88,7 +110,9 @@ class DynamicsSpec(Spec):
     atol: PositiveFloat = 1e-6
     rtol: PositiveFloat = 1e-5
     dtype: Literal["float32", "float64"] = "float32"
-    record: dict[str, list[Literal[VARIABLES]]] = Field(  # type: ignore[valid-type]
+    populations: dict[str, PopulationSpec] = Field(
+        default_factory=dict, description="population -> added equations and parameters")
+    record: dict[str, list[str]] = Field(
         default_factory=dict, description="population -> variables, e.g. {layer1: [h, t]}"
     )
     record_dt: Time | None = Field(None, description="sampling interval of traces (default dt)")

@@ -1,17 +1,20 @@
-"""The brian2 engine: the same model as NeuronGroups with unit-checked equations.
+"""The brian2 engine: the model compiled into NeuronGroups and Synapses, run by brian2.
 
-Each population is a `NeuronGroup` whose equations are the strings of
-`biotp.dynamics.model` (the target variable `t` is called `tgt`, since brian2 reserves
-`t` for time), with the time constants carrying their units: brian2 checks every
-equation's dimensions.  The nonlocal inputs (weight products, decoders g_l) are dense
-products computed by one `network_operation` at the start of every time step, with the
-same torch functions the torch engine uses; the plastic weights live in `Synapses` with
-the clock-driven rule `model.PLASTICITY`, updated before the groups (order -1).  Brian2's
-schedule -- inputs from the state at step n, then every state updater -- is a synchronous
-Euler step, so the two engines agree to rounding in float64.
+Every population is a `NeuronGroup` whose equations are the model's strings, unit-checked
+by brian2.  Every projection is a `Synapses` object, all to all, whose summed variables
+are the model's couplings (`a_post = alive * w * h_pre`, `back_pre = alive * w * ec_post`,
+...) and whose clock-driven `dw/dt` is the plasticity rule; the events are
+`run_regularly` code blocks switched on for their one step.  brian2 computes every term:
+no torch runs inside its loop, so its agreement with the torch engine is evidence.
 
-Presents one example at a time, Euler only, stops after the phase durations.  The code
-generation target is `numpy` (default) or `cython`.
+The schedule of one step (slot `groups`; brian2 sorts by order):
+  0, 1, 2   summed variables, stage by stage (each stage reads the ones before)
+  5, 6, 7   event statements (only in an event step)
+  20, 21    monitors; the steady-state check
+  30, 31    Synapses' then NeuronGroups' state updates (Euler)
+so every update reads the state at the start of the step: a synchronous Euler step, the
+torch engine's.  Examples are presented one after another (a batch is a sequence).
+Euler only; code generation `numpy` (default) or `cython`.
 """
 
 from __future__ import annotations
@@ -21,277 +24,426 @@ import re
 import numpy as np
 import torch
 
-from ..dynamics import model as M
+from ..dynamics.model import RATE, SHARED, Model
+from ..dynamics.units import brian2_namespace
 from ..errors import ConfigError
-from .torch import Phase, Presentation
+from .base import Engine, Parameters, Perturbation, Phase, Presentation
 
-RENAME = {"t": "tgt"}
-
-
-def brian_expr(text: str) -> str:
-    """An equation string in brian2's names (t -> tgt)."""
-    return re.sub(r"\b(t)\b", lambda m: RENAME[m.group(1)], text)
+FUNCS = {"tanh", "exp", "log", "sqrt", "abs", "sign", "clip", "sin", "cos", "int"}
+STAGE, STATEMENT, MONITOR, CHECK, SYNAPSES, GROUPS = 0, 5, 20, 21, 30, 31
 
 
-def population_equations(model: M.Model, l: int) -> str:
-    """The brian2 equations of population l (0 = input), generated from the model."""
-    if l == 0:
-        return "h : 1\nn : 1"
-    lines = [f"dh/dt = {model.forward[l].text} : 1", "a : 1", "fwd : 1 (shared)", "n : 1"]
-    if l in model.relaxing and model.var == "t":
-        text = brian_expr(model.target[l].text)
-        lines += [f"{n} : 1" for n in M.INPUTS[model.spec.relaxation]] + ["on : 1 (shared)", f"dtgt/dt = {text} : 1"]
-        if model.plastic:
-            lines.append(f"tdot = {text} : 1/second")
-    elif l in model.relaxing:  # inverse_input: the target is read out of the decoder input u_l
-        lines += ["gu : 1", "gh : 1", f"tgt = {brian_expr(M.T_OF_U)} : 1"]
-        if model.plastic:
-            lines.append("tdot : 1/second")  # d g(u)/dt, through the decoder
-    else:
-        lines.append("tgt : 1")
-    return "\n".join(lines)
+def suffixed(expr: str, suffix: str, keep: set) -> str:
+    """`expr` with every variable name given `suffix` (_pre, _post), functions and the
+    names in `keep` left alone."""
+    return re.sub(r"\b([A-Za-z_]\w*)\b", lambda m: m.group(1) if m.group(1) in FUNCS | keep else m.group(1) + suffix,
+                  expr)
 
 
-def decoder_input_equations(model: M.Model, l: int) -> str:
-    """inverse_input: the decoder-input population u_l of g_{l+1} (size n_{l+1})."""
-    return "\n".join([f"du/dt = {brian_expr(model.target[l].text)} : 1", "tup : 1", "fgu : 1", "on : 1 (shared)"])
-
-
-class Brian2Engine:
-    """Runs presentations of single examples; `weights` are updated in place."""
+class Brian2Engine(Engine):
+    """Presents examples one after another; the parameters change by the plasticity."""
 
     name = "brian2"
 
-    def __init__(self, model: M.Model, weights: M.Weights, loss, *, generator=None, codegen: str = "numpy"):
+    def __init__(self, model: Model, params: Parameters, *, codegen: str = "numpy", **_):
         import brian2 as b2
 
         spec = model.spec
         if spec.solver != "euler":
-            raise ConfigError(f"dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r}")
-        if weights.W[1].dtype != torch.float64:
-            raise ConfigError("the brian2 engine computes in float64: pass float64 weights (biotp.simulate does)")
+            raise ConfigError(f"dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r} "
+                              "(use engine torch for rk4)")
+        if spec.plasticity.influence:
+            raise ConfigError("dynamics.plasticity.influence: the layer factor is applied by the torch engine only")
+        if spec.feedback_plasticity.rule == "inverse_loss":
+            raise ConfigError("dynamics.feedback_plasticity.rule: inverse_loss runs on the torch engine only; the "
+                              "brian2 engine has the decoder rule (decoder) and fixed feedback")
+        params.check(model)
         b2.prefs.codegen.target = codegen
-        self.b2, self.model, self.w, self.loss, self.spec, self.generator = b2, model, weights, loss, spec, generator
-        dt = spec.dt * b2.second
-        L = model.L
-        self.groups = [
-            b2.NeuronGroup(model.sizes[l], population_equations(model, l), method="euler", dt=dt,
-                           name=f"input" if l == 0 else f"layer{l}")
-            for l in range(L + 1)
-        ]
-        self.decoders = {l: b2.NeuronGroup(model.sizes[l + 1], decoder_input_equations(model, l), method="euler",
-                                           dt=dt, name=f"decoder{l}")
-                         for l in (model.relaxing if model.var == "u" else [])}
-        self.synapses = {}
-        if model.plastic:
-            for l in range(1, model.top + 1):
-                eqs = "w : 1" if l == model.top else \
-                    f"dw/dt = plastic * alive * {M.PLASTICITY} : 1 (clock-driven)\nplastic : 1 (shared)\nalive : 1"
-                S = b2.Synapses(self.groups[l - 1], self.groups[l], eqs, method="euler", dt=dt, order=-1,
-                                name=f"W{l}")
-                n_pre, n_post = model.sizes[l - 1], model.sizes[l]
-                S.connect(i=np.tile(np.arange(n_pre), n_post), j=np.repeat(np.arange(n_post), n_pre))
-                S.w = weights.W[l].numpy().ravel()  # synapse k = post * n_pre + pre: w.reshape = W
-                if "alive" in S.variables:  # 0 for a lesioned synapse (see `present`)
-                    S.alive = 1.0
-                self.synapses[l] = S
-        self.record = {}
-        for pop, variables in spec.record.items():
-            if "r" in variables:
-                raise ConfigError(f"record {pop}: [r]: the residual ‖dy/dt‖ is recorded by the torch engine only")
-            l = 0 if pop == "input" else int(pop.removeprefix("layer"))
-            names = sorted({RENAME.get(v, v) for v in variables if v != "u"} | {"h"})
-            self.record[pop] = b2.StateMonitor(self.groups[l], names, record=True, dt=spec.record_every * dt,
-                                               order=1, name=f"monitor_{pop}")
-            if "u" in variables and l in self.decoders:
-                self.record[pop + "/u"] = b2.StateMonitor(self.decoders[l], ["u"], record=True,
-                                                          dt=spec.record_every * dt, order=1, name=f"monitor_{pop}_u")
-        self.op = b2.NetworkOperation(self._tick, dt=dt, when="start", order=0)
-        self.net = b2.Network(self.groups, list(self.decoders.values()), list(self.synapses.values()), list(self.record.values()), self.op)
-        self.namespace = {"tau_f": spec.tau_f * b2.second, "tau_t": spec.tau_t * b2.second,
-                          "eta": spec.plasticity.eta, "gamma": spec.plasticity.gamma * b2.hertz}
-        self.phase = "forward"
-        self.frame: dict = {}
-        self.cut: dict = {}
+        self.b2, self.model, self.spec = b2, model, spec
+        self.dt = spec.dt * b2.second
+        consts = brian2_namespace(model.constants)
+        self.groups, self.tables, self.namespaces = {}, {}, []
+        for name, pop in model.populations.items():
+            self.groups[name] = self._group(pop, consts)
+        self.synapses = {name: self._synapses(p, consts) for name, p in model.projections.items()}
+        self.runners = {"feedback": [], "onset": []}
+        for st in model.statements:
+            self.runners[st.event].append(self._statement(st))
+        self.reader = b2.NetworkOperation(self._read, dt=self.dt, when="groups", order=CHECK, name="reader")
+        self.checker = b2.NetworkOperation(self._check, dt=self.dt, when="groups", order=CHECK, name="steady_check")
+        self.net = b2.Network(*self.groups.values(), *self.synapses.values(), *[r for rs in self.runners.values() for r in rs],
+                              self.reader, self.checker)
+        self.set_parameters(params)
 
-    def set_weight(self, kind: str, l: int, value: torch.Tensor) -> None:
-        """Replace W_l (`kind` "W") or V_l ("V"), in the Synapses where W_l is plastic."""
-        getattr(self.w, kind)[l] = value
-        if kind == "W" and l in self.synapses:
-            self.synapses[l].variables["w"].set_value(value.detach().numpy().ravel())
+    # ------------------------------------------------------------------ building
+    def _group(self, pop, consts):
+        b2 = self.b2
+        text = pop.equations
+        ns = {**consts, **brian2_namespace(pop.parameters)}
+        for var in ("h", "t"):
+            if f"noise_{var} : 1" in text.splitlines():  # the pre-drawn noise, read from a table
+                table = f"noise_{var}_{pop.name}"
+                text = re.sub(rf"^noise_{var} : 1$", f"noise_{var} = {table}(t - t0, i) : 1", text, flags=re.M)
+                ns[table] = b2.TimedArray(np.zeros((1, pop.size)), dt=self.dt)
+        if "t0" in text:
+            text += "\nt0 : second (shared)"
+        stochastic = bool(b2.Equations(text).stochastic_variables)
+        self.tables[pop.name] = ns
+        return b2.NeuronGroup(pop.size, text, method="euler-maruyama" if stochastic else "euler", dt=self.dt,
+                              namespace=ns, order=GROUPS, name=pop.name)
 
-    def _apply_cut(self, kind: str) -> None:
-        for (k, l), mask in self.cut.items():
-            if k == kind:
-                self.set_weight(kind, l, self._weights().W[l].masked_fill(mask, 0.0) if kind == "W"
-                                else self.w.V[l].masked_fill(mask, 0.0))
+    def _synapses(self, p, consts):
+        model, b2 = self.model, self.b2
+        pre, post = self.groups[p.pre], self.groups[p.post]
+        keep = set(consts)
+        lines = ["plastic : 1 (shared)", "alive : 1"]
+        rule = model.rules.get(p.name)
+        if rule is not None:
+            lines.append(f"dw/dt = plastic * alive * (eta * {rule}_post * h_pre - eta * gamma * w) : 1 (clock-driven)")
+        else:
+            lines.append("w : 1")
+        summed = {}
+        for c in model.couplings:
+            if c.projection != p.name:
+                continue
+            dim = "1/second" if c.target == "vudot" else "1"
+            if not c.weighted:
+                lines.append(f"{c.target}_post = {suffixed(c.source, '_pre', keep)} : {dim} (summed)")
+                summed[f"{c.target}_post"] = c.stage
+            elif c.direction == "post":
+                lines.append(f"{c.target}_post = alive * w * ({suffixed(c.source, '_pre', keep)}) : {dim} (summed)")
+                summed[f"{c.target}_post"] = c.stage
+            else:
+                lines.append(f"{c.target}_pre = alive * w * ({suffixed(c.source, '_post', keep)}) : {dim} (summed)")
+                summed[f"{c.target}_pre"] = c.stage
+        ns = {**self.tables[p.pre], **self.tables[p.post]}  # what the post subexpressions it reads need
+        for key in set(self.tables[p.pre]) & set(self.tables[p.post]):
+            if self.tables[p.pre][key] is not self.tables[p.post][key] and key not in consts:
+                raise ConfigError(f"dynamics.populations: {p.pre} and {p.post} both define the parameter {key!r}; "
+                                  "the brian2 engine needs distinct names in connected populations")
+        self.namespaces.append(ns)
+        S = b2.Synapses(pre, post, "\n".join(lines), method="euler", dt=self.dt, order=SYNAPSES, namespace=ns,
+                        name=p.name.replace(".", "_"))
+        n_pre, n_post = pre.N, post.N
+        S.connect(i=np.tile(np.arange(n_pre), n_post), j=np.repeat(np.arange(n_post), n_pre))  # k = post*n_pre + pre
+        S.alive = 1.0
+        for name, stage in summed.items():
+            S.summed_updaters[name].order = STAGE + stage
+        return S
 
-    # ---------------------------------------------------------------- raw arrays
-    def _arr(self, l: int, name: str) -> torch.Tensor:
-        """A live torch view [1, n] of a variable of population l (u_l: its decoder input)."""
-        group = self.decoders[l] if name in ("u", "tup", "fgu") or (name == "on" and l in self.decoders) else self.groups[l]
-        return torch.from_numpy(group.variables[name].get_value()).view(1, -1)
-
-    def _weights(self) -> M.Weights:
-        W = list(self.w.W)
-        for l, S in self.synapses.items():
-            W[l] = torch.from_numpy(S.variables["w"].get_value()).view(self.model.sizes[l], self.model.sizes[l - 1])
-        return M.Weights(W, self.w.b, self.w.V, self.w.c)
-
-    def _inputs(self):
-        """The network operation: every nonlocal input from the state at this step."""
-        model, w = self.model, self._weights()
-        h = [self._arr(l, "h") for l in range(model.L + 1)]
-        if self.phase == "forward":
-            for l in range(2, model.L + 1):  # a_1 is constant while x is clamped (set in _start)
-                self._arr(l, "a")[:] = M.drive(w, l, h[l - 1])
-            return
-        f = self.frame
-        state = self._state()
-        t = M.targets_now(model, state, f["t"], f["h"], f["gh"], w)
-        for l in model.relaxing:
-            for name, value in M.inputs(model, l, t, state["u"], f["h"], f["gh"], w).items():
-                self._arr(l, name)[:] = value
-        if model.var == "u" and model.plastic:
-            _, tdot, _ = M.target_rates(model, state, f["t"], f["h"], f["gh"], w, f["on"], self.spec.tau_t)
-            for l in model.relaxing:
-                self._arr(l, "tdot")[:] = tdot[l]
-
-    # ------------------------------------------------------------- presentation
-    def present(self, x: torch.Tensor, y: torch.Tensor, record=None, perturb=None) -> Presentation:
-        """Present the examples of `x` one after another in a single brian2 run: the network
-        operation switches phases on the clock (forward phase from rest, onset, target
-        blocks), so brian2 sets its run up once per stream, not per example.  Traces are
-        those of the spec's `record` (`record` is ignored); of a `Perturbation` only the
-        lesions (`cut`) are supported."""
-        b2, spec = self.b2, self.spec
-        if perturb is not None and (perturb.clamp or perturb.noise or perturb.h0 is not None):
-            raise ConfigError("the brian2 engine supports lesions only; clamps, noise and initial states need engine torch")
-        self.cut = perturb.cut if perturb is not None else {}
-        for l, S in self.synapses.items():
-            if "alive" in S.variables:
-                mask = self.cut.get(("W", l))
-                S.alive = 1.0 if mask is None else (~mask).double().numpy().ravel()
-        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
-        self.stream = {"x": x.reshape(len(x), -1), "y": y, "step": 0, "P": n_f + n_t, "n_f": n_f,
-                       "marks": {pop: len(mon.t) for pop, mon in self.record.items()}, "done": []}
-        blocks = self.model.layer_blocks() or [[]]
-        self.stream["blocks"] = {n_f + i * (n_t // len(blocks)): block for i, block in enumerate(blocks)}
-        self.net.run(len(x) * (n_f + n_t) * spec.dt * b2.second, namespace=self.namespace)
-        self._finish()
-        done = self.stream["done"]
-        h = [torch.cat([d["h"][l] for d in done]) for l in range(self.model.L + 1)]
-        t = [torch.cat([d["t"][l] for d in done]) for l in range(self.model.L + 1)]
-        worst = lambda key: {l: max(d[key][l] for d in done) for l in done[0][key]}  # noqa: E731
-        traces = {k: torch.cat([d["traces"][k] for d in done], dim=1) for k in done[0]["traces"]}
-        return Presentation(h, t, Phase(n_f, worst("fres")), Phase(n_t, worst("tres")), traces)
-
-    def _tick(self):
-        """Every step: switch phases on the clock, then compute the nonlocal inputs."""
-        st = self.stream
-        k, s = divmod(st["step"], st["P"])
-        if s == 0:
-            if k:
-                self._finish()
-            self._start(k)
-        if s == st["n_f"]:
-            self._onset(k)
-        if s in st["blocks"]:
-            for l in self.model.relaxing:
-                self.frame["on"][l] = 1.0 if l in st["blocks"][s] else 0.0
-                self._arr(l, "on")[:] = self.frame["on"][l]
-        st["step"] += 1
-        self._inputs()
-
-    def _start(self, k: int):
-        """Example k: input clamped, activities at rest, forward settling on."""
+    def _statement(self, st):
+        """A run_regularly block for one event statement (active only in its event step)."""
         model = self.model
-        self._arr(0, "h")[:] = self.stream["x"][k]
-        self._arr(1, "a")[:] = M.drive(self._weights(), 1, self._arr(0, "h"))
-        for l in range(1, model.L + 1):
-            self._arr(l, "h")[:] = 0
-            self._arr(l, "fwd")[:] = 1
-            if l in model.relaxing:
-                self._arr(l, "on")[:] = 0
-        for S in self.synapses.values():
-            if "plastic" in S.variables:
-                S.variables["plastic"].get_value()[:] = 0
-        self.phase = "forward"
-        self.k = k
+        if st.scope in self.groups:
+            gate = ""
+            if st.gate is not None:
+                gate = ("plastic_b" if model.projections[st.gate].kind == "forward" else "plastic_c") + " * "
+            code = f"{st.var} {st.op} {gate}({st.expr})"
+            runner = self.groups[st.scope].run_regularly(code, dt=self.dt, when="groups", order=STATEMENT + st.order - 5,
+                                                        name=f"{st.event}_{st.scope}_{st.var}")
+        else:
+            p = model.projections[st.scope]
+            keep = set(self.tables[p.post]) | {"w", "alive", "plastic"}
+            post = suffixed(st.expr, "_post", keep)
+            runner = self.synapses[st.scope].run_regularly(f"w += plastic * alive * ({post}) * h_pre", dt=self.dt,
+                                                           when="groups", order=STATEMENT + st.order - 5,
+                                                           name=f"{st.event}_{st.scope.replace('.', '_')}_w")
+        runner.active = False
+        return runner
 
-    def _onset(self, k: int):
-        """End of the forward phase: feedback plasticity, then the targets' initial values."""
-        model, L = self.model, self.model.L
-        h = [self._arr(l, "h").clone() for l in range(L + 1)]
-        self.fres = self._residual_forward(h)
-        M.update_feedback(model, h, self.w, self.generator)
-        self._apply_cut("V")
-        o = M.onset(model, h, self.stream["y"][k : k + 1], self._weights(), self.loss)
-        self.frame = {"t": o["t"], "h": h, "gh": o["gh"], "n": o["n"], "on": {l: 0.0 for l in model.relaxing}}
-        for l in range(L + 1):
-            self._arr(l, "n")[:] = o["n"][l]
-            if l and not (l in model.relaxing and model.var == "u"):
-                self._arr(l, "tgt")[:] = o["t"][l]
-            if l in model.relaxing and model.var == "u":
-                self._arr(l, "u")[:] = h[l + 1]
-            if l:
-                self._arr(l, "fwd")[:] = 0
-        if model.plastic:
-            self._weights().W[model.top] += M.top_step_update(model, o["t"][model.top], h, o["n"])
-            self._apply_cut("W")
-            for S in self.synapses.values():
-                if "plastic" in S.variables:
-                    S.variables["plastic"].get_value()[:] = 1
-        self.phase = "target"
-
-    def _finish(self):
-        """End of an example's target phase: read the results, apply the layer factor."""
-        model, spec, f = self.model, self.spec, self.frame
-        self._inputs()  # inputs (and read-out targets) of the final state
-        w = self._weights()
-        state = self._state()
-        t = [v.clone() for v in M.targets_now(model, state, f["t"], f["h"], f["gh"], w)]
-        rates, _, _ = M.target_rates(model, state, f["t"], f["h"], f["gh"], w, {l: 1.0 for l in model.relaxing}, spec.tau_t)
-        if model.plastic and spec.plasticity.influence:
-            for l, dW in M.influence_correction(model, t, f["h"], f["n"]).items():
-                w.W[l] += dW
-        for l in self.synapses:  # hand the weights back
-            self.w.W[l] = w.W[l].clone()
-        st = self.stream
-        marks = {pop: mark + len(st["done"]) * (st["P"] // spec.record_every) for pop, mark in st["marks"].items()}
-        st["done"].append({"h": f["h"], "t": t, "fres": self.fres,
-                           "tres": {l: float(v.norm(dim=1).max()) for l, v in rates.items()},
-                           "traces": self._traces(marks, st["n_f"], f["h"], t, state)})
-
-    def _state(self) -> dict:
-        model = self.model
-        return {"t": {l: self._arr(l, "tgt") for l in model.relaxing} if model.var == "t" else {},
-                "u": {l: self._arr(l, "u") for l in model.relaxing} if model.var == "u" else {}}
-
-    def _residual_forward(self, h):
-        w = self._weights()
-        return {l: float(((-h[l] + w.f(self.model, l, h[l - 1])) / self.spec.tau_f).norm()) for l in range(1, self.model.L + 1)}
-
-    def _traces(self, marks, n_f, h, t, state) -> dict:
-        """[time, 1, neuron] per requested (population, variable), the final state appended;
-        in the forward phase t := h and u is undefined (NaN), as in the torch engine."""
-        out = {}
-        n_fs = n_f // self.spec.record_every
-        for pop, variables in self.spec.record.items():
-            mon, l = self.record[pop], 0 if pop == "input" else int(pop.removeprefix("layer"))
-            h_trace = np.asarray(mon.h_).T[marks[pop]:]
-            for var in variables:
-                if var == "u":
-                    key = pop + "/u"
-                    if key in self.record:
-                        data = np.concatenate([np.asarray(self.record[key].u_).T[marks[key]:],
-                                               state["u"][l].numpy().reshape(1, -1)])
-                    else:
-                        data = np.full((len(h_trace) + 1, self.model.sizes[min(l + 1, self.model.L)]), np.nan)
-                    data[:n_fs] = np.nan
-                else:
-                    data = np.asarray(getattr(mon, RENAME.get(var, var) + "_")).T[marks[pop]:]
-                    data = np.concatenate([data, {"h": h[l], "t": t[l]}[var].numpy().reshape(1, -1)])
-                    data[:n_fs] = h_trace[:n_fs]
-                out[(pop, var)] = torch.from_numpy(np.ascontiguousarray(data[:, None, :]))
+    # --------------------------------------------------------------- parameters
+    def parameters(self) -> Parameters:
+        out = Parameters({}, {}, {}, dict(self._c_unused))
+        for name, p in self.model.projections.items():
+            if p.kind == "pool":
+                continue
+            w = torch.from_numpy(self.synapses[name].w[:].copy()).view(self.groups[p.post].N, self.groups[p.pre].N)
+            (out.W if p.kind == "forward" else out.V)[p.layer] = w
+        for name, pop in self.model.populations.items():
+            G = self.groups[name]
+            if pop.index:
+                out.b[pop.index] = torch.from_numpy(G.b[:].copy())
+            if "c" in G.variables:
+                out.c[pop.index + 1] = torch.from_numpy(G.c[:].copy())
         return out
+
+    def set_parameters(self, params: Parameters) -> None:
+        params.check(self.model)
+        for name, p in self.model.projections.items():
+            if p.kind != "pool":
+                self.synapses[name].w = params.weight(p).detach().double().cpu().numpy().ravel()
+        self._c_unused = {}
+        for name, pop in self.model.populations.items():
+            G = self.groups[name]
+            if pop.index:
+                G.b = params.b[pop.index].detach().double().cpu().numpy()
+            if "c" in G.variables:
+                G.c = params.c[pop.index + 1].detach().double().cpu().numpy()
+            elif pop.index + 1 in params.c:  # a decoder bias no equation reads: kept as it is
+                self._c_unused[pop.index + 1] = params.c[pop.index + 1].detach().double().cpu().clone()
+
+    # ------------------------------------------------------------------ running
+    def _set(self, group: str, var: str, value) -> None:
+        G = self.groups[group]
+        if var in G.variables:
+            G.variables[var].set_value(np.broadcast_to(np.asarray(value, dtype=float), G.variables[var].get_value().shape).copy()
+                                       if not G.variables[var].scalar else float(value))
+
+    def _gates(self, **gates) -> None:
+        for G in self.groups.values():
+            for g, v in gates.items():
+                if g in G.variables:
+                    G.variables[g].set_value(float(v))
+
+    def _run(self, steps: int, *, monitors=(), updaters=True, runners=(), check=None, read=False) -> int:
+        """Run `steps` steps with the given monitors and event runners on; `updaters` True
+        (every ODE), "groups" (the populations' only: an event step) or False (a read step);
+        returns how many steps ran before a steady state stopped them."""
+        b2 = self.b2
+        for m in self.monitors:
+            m.active = m in monitors
+        for r in self.runners["feedback"] + self.runners["onset"]:
+            r.active = r in runners
+        for obj in self.groups.values():
+            obj.state_updater.active = bool(updaters)
+        for obj in self.synapses.values():  # in event steps ("groups") the weights' ODEs stand still
+            if getattr(obj, "state_updater", None) is not None:
+                obj.state_updater.active = updaters is True
+        self.checker.active, self.reader.active = check is not None, read
+        self.check = {"moving": check or [], "steps": 0, "stopped": None}
+        if steps:
+            self.net.run(steps * self.dt, namespace={})
+        stopped = self.check["stopped"]
+        if stopped is not None:  # the state as the check found it
+            for (obj, var), value in stopped["state"].items():
+                obj.variables[var].set_value(value)
+            return stopped["steps"]
+        return steps
+
+    def _check(self) -> None:
+        """At steady state (‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable): keep the
+        state as it is now and stop the run."""
+        spec, c = self.spec, self.check
+        for pop, var in c["moving"]:
+            G = self.groups[pop]
+            rate = np.asarray(getattr(G, RATE[var])[:])
+            value = np.asarray(G.variables[var].get_value())
+            if np.linalg.norm(rate) > spec.atol + spec.rtol * np.linalg.norm(value):
+                c["steps"] += 1
+                return
+        state = {}
+        for obj in list(self.groups.values()) + list(self.synapses.values()):
+            for var in obj.equations.diff_eq_names if hasattr(obj, "equations") else []:
+                state[(obj, var)] = obj.variables[var].get_value().copy()
+        c["stopped"] = {"steps": c["steps"], "state": state}
+        self.net.stop()
+
+    def _read(self) -> None:
+        self.values = {(pop, var): np.array(getattr(self.groups[pop], var)[:], dtype=float)
+                       for pop, var in self.wanted}
+
+    def settle(self, x, steps, h0=None) -> list:
+        x = x.flatten(1).double().cpu().numpy()
+        out = []
+        self.monitors = []
+        for k in range(len(x)):
+            self._reset(x[k], None, Perturbation(h0=h0), k)
+            self._gates(fwd=1.0)
+            self._run(steps)
+            out.append([np.array(G.h[:]) for G in self.groups.values()])
+        return [torch.from_numpy(np.stack([o[l] for o in out])) for l in range(len(self.groups))]
+
+    def _reset(self, x, label, perturbation: Perturbation, k: int) -> None:
+        """Example k: every per-neuron variable at rest, the stimulus, the label, gates off."""
+        for name, G in self.groups.items():
+            for var, v in G.variables.items():
+                if (getattr(v, "read_only", True) or var.startswith("_") or var in SHARED or var in ("t0",)
+                        or not hasattr(v, "set_value") or var in ("t", "dt", "i", "N", "t_in_timesteps", "lastspike")):
+                    continue
+                v.set_value(0.0 if v.scalar else np.zeros(v.get_value().shape))
+        self.groups["input"].h = x
+        if perturbation.h0:
+            for pop, value in perturbation.h0.items():
+                self._set(pop, "h", value[k].double().cpu().numpy())
+        if label is not None:
+            self._set(f"layer{self.model.L}", "label", label)
+        for pop, value in perturbation.clamped("forward", "h").items():
+            v = _example(value, k)
+            self._set(pop, "h", v)
+            if pop != "input":
+                self._set(pop, "clamp_h", v)
+                self._set(pop, "hold_h", 1.0)
+        for S in self.synapses.values():
+            S.plastic = 0.0
+        for name, S in self.synapses.items():
+            mask = perturbation.lesion.get(name)
+            S.alive = 1.0 if mask is None else (~mask.bool()).double().cpu().numpy().ravel()
+
+    def _noise(self, perturbation: Perturbation, phase: str, k: int) -> None:
+        """The phase's noise tables (example k's draws) and σ; zero σ elsewhere."""
+        self._gates(sigma_h=0.0, sigma_t=0.0)
+        for (p, var, pop), xi in perturbation.xi.items():
+            if p == phase:
+                table = self.b2.TimedArray(xi[k].double().cpu().numpy(), dt=self.dt)
+                for ns in [self.tables[pop]] + self.namespaces:
+                    if f"noise_{var}_{pop}" in ns:
+                        ns[f"noise_{var}_{pop}"] = table
+                self.groups[pop].t0 = self.net.t
+                self._set(pop, f"sigma_{var}", perturbation.noise[(p, var, pop)])
+
+    def _switch(self, blocked, value: float) -> None:
+        """Plasticity switches: each projection's, and its bias's (blocked ones stay off)."""
+        for name, S in self.synapses.items():
+            S.plastic = 0.0 if name in blocked else value
+        for name, pop in self.model.populations.items():
+            self._set(name, "plastic_b", 0.0 if f"forward.layer{pop.index}" in blocked else value)
+            self._set(name, "plastic_c", 0.0 if f"feedback.layer{pop.index + 1}" in blocked else value)
+
+    def present(self, x, y, record=None, perturbation=None) -> Presentation:
+        model, spec, b2 = self.model, self.spec, self.b2
+        perturbation = perturbation or Perturbation()
+        perturbation.check(model)
+        if perturbation.noise and not perturbation.xi:
+            raise ConfigError("the brian2 engine needs the noise drawn beforehand (Perturbation.draw)")
+        record = spec.record if record is None else record
+        names = {(pop, var): model.variable(pop, var, "record") for pop, vs in record.items() for var in vs}
+        x = x.flatten(1).double().cpu().numpy()
+        L = model.L
+        if y is not None and not y.is_floating_point():
+            labels = np.eye(model.populations[f"layer{L}"].size)[y.cpu().numpy()]
+        else:
+            labels = None if y is None else y.double().cpu().numpy()
+        rate_of = {}
+        for l in model.relaxing:
+            pop, var = self._moving(l)
+            rate_of[pop] = RATE[var]
+        monitored = {}
+        for (pop, var), name in names.items():
+            if var == "r":
+                monitored.setdefault(pop, set()).update({"hdot"} if pop != "input" else set())
+                if pop in rate_of:
+                    monitored[pop].add(rate_of[pop])
+            else:
+                monitored.setdefault(pop, set()).add(name)
+        self.monitors = [b2.StateMonitor(self.groups[pop], sorted(vs), record=True, when="groups", order=MONITOR,
+                                         name=f"monitor_{pop}*") for pop, vs in monitored.items() if vs]
+        self.net.add(*self.monitors)
+        self.wanted = sorted({(pop, v) for pop, vs in monitored.items() for v in vs}
+                             | {(p, "h") for p in self.groups} | {(p, "tgt") for p in list(self.groups)[1:]}
+                             | {(p, "hdot") for p in list(self.groups)[1:]}
+                             | {(p, v) for p, v in rate_of.items()})
+        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
+        steady = spec.stop == "steady"
+        examples = []
+        try:
+            for k in range(len(x)):
+                examples.append(self._example(x[k], None if labels is None else labels[k], perturbation, k, n_f, n_t,
+                                              steady, rate_of))
+        finally:
+            self.net.remove(*self.monitors)
+        return self._collect(examples, names, rate_of, n_f, n_t)
+
+    def _example(self, x, label, perturbation, k, n_f, n_t, steady, rate_of) -> dict:
+        model, spec = self.model, self.spec
+        pops = list(self.groups)
+        self._reset(x, label, perturbation, k)
+        marks = [len(m.t) for m in self.monitors]
+        # forward phase
+        self._gates(fwd=1.0)
+        self._noise(perturbation, "forward", k)
+        f_steps = self._run(n_f, monitors=self.monitors, check=[(p, "h") for p in pops[1:]] if steady else None)
+        self._gates(sigma_h=0.0, sigma_t=0.0)
+        self._run(1, updaters=False, read=True)
+        self._gates(fwd=0.0)
+        fres = {l: float(np.linalg.norm(self.values[(p, "hdot")])) for l, p in enumerate(pops) if l}
+        # events
+        for pop, value in perturbation.clamped("target", "h").items():
+            self._set(pop, "h", _example(value, k))
+        self._switch(perturbation.blocked, 1.0)
+        self._run(1, runners=self.runners["feedback"], updaters="groups")
+        for pop, value in perturbation.clamped("target", "t").items():
+            self._set(pop, "clamp_t", _example(value, k))
+            self._set(pop, "hold_t", 1.0)
+        self._run(1, runners=self.runners["onset"], updaters="groups")
+        # target phase
+        self._noise(perturbation, "target", k)
+        blocks = model.layer_blocks() or [[]]
+        t_steps, tres, segments = 0, {}, []
+        for i, block in enumerate(blocks):
+            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
+            for l in model.relaxing:
+                pop, var = self._moving(l)
+                self._set(pop, "on_u" if var == "u" else "on", 1.0 if l in block else 0.0)
+            start = [len(m.t) for m in self.monitors]
+            done = self._run(steps, monitors=self.monitors, check=[self._moving(l) for l in block] if steady else None)
+            segments.append((start, done, steps))
+            t_steps += done
+            self._gates(sigma_h=0.0, sigma_t=0.0)
+            self._run(1, updaters=False, read=True)
+            for l in block:
+                pop, var = self._moving(l)
+                tres[l] = float(np.linalg.norm(self.values[(pop, RATE[var])]))
+        self._switch(perturbation.blocked, 0.0)
+        final = dict(self.values)
+        return {"marks": marks, "f_steps": f_steps, "segments": segments, "t_steps": t_steps,
+                "fres": fres, "tres": tres, "final": final}
+
+    def _moving(self, l: int) -> tuple[str, str]:
+        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
+
+    def _collect(self, examples, names, rate_of, n_f, n_t) -> Presentation:
+        """Traces [time, example, neuron] sampled every record_every steps (held after a
+        steady stop), the final state appended; the statistics as the torch engine's."""
+        every = self.spec.record_every
+        pops = list(self.groups)
+        mon = {m.source.name: m for m in self.monitors}
+        traces = {}
+        for (pop, var), name in names.items():
+            per_example = []
+            for ex in examples:
+                m = mon.get(pop)
+
+                def take(v, a, n, total):
+                    data = np.asarray(getattr(m, v))[:, a:a + n].T  # [time, neuron]
+                    rows = [data[s] for s in range(0, n, every)]
+                    while len(rows) < -(-total // every):
+                        rows.append(data[n - 1] if n else data[-1])
+                    return rows
+
+                def series(v_forward, v_target):
+                    rows = []
+                    if v_forward is not None:
+                        rows += take(v_forward, ex["marks"][list(mon).index(pop)], ex["f_steps"] + (ex["f_steps"] < n_f), n_f)
+                    for start, done, steps in ex["segments"]:
+                        if v_target is not None:
+                            rows += take(v_target, start[list(mon).index(pop)], done + (done < steps), steps)
+                    return rows
+
+                if var == "r":
+                    fwd = series("hdot" if pop != "input" else None, None)
+                    size = len(fwd[0]) if fwd else 1
+                    tgt = series(None, rate_of[pop]) if pop in rate_of else [np.zeros(size)] * sum(
+                        -(-s // every) for _, _, s in ex["segments"])
+                    rows = [np.linalg.norm(r, keepdims=True) for r in fwd] + [np.linalg.norm(r, keepdims=True) for r in tgt]
+                    if pop == "input":
+                        rows = [np.zeros(1)] * (-(-n_f // every)) + rows
+                    last = ex["final"].get((pop, rate_of.get(pop, "")))
+                    rows.append(np.linalg.norm(last, keepdims=True) if last is not None else np.zeros(1))
+                else:
+                    rows = series(name, name)
+                    rows.append(ex["final"][(pop, name)])
+                per_example.append(np.stack(rows))
+            traces[(pop, var)] = torch.from_numpy(np.stack(per_example, axis=1))
+        last = examples
+        h = [torch.from_numpy(np.stack([ex["final"][(p, "h")] for ex in last])) for p in pops]
+        t = [h[0]] + [torch.from_numpy(np.stack([ex["final"][(p, "tgt")] for ex in last])) for p in pops[1:]]
+        worst = lambda key: {l: max(ex[key][l] for ex in last) for l in last[0][key]}  # noqa: E731
+        fphase = Phase(max(ex["f_steps"] for ex in last), worst("fres"))
+        tphase = Phase(max(ex["t_steps"] for ex in last), worst("tres"))
+        return Presentation(h, t, fphase, tphase, traces)
+
+
+def _example(value, k: int):
+    """Example k's row of a clamp value (a scalar, a vector or [batch, n])."""
+    v = value.double().cpu().numpy() if torch.is_tensor(value) else np.asarray(value, dtype=float)
+    return v[k] if v.ndim == 2 and v.shape[0] > 1 else (v[0] if v.ndim == 2 else v)

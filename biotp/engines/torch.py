@@ -1,295 +1,492 @@
-"""The torch engine: the continuous-time model integrated batched over examples.
+"""The torch engine: the model's equation strings translated to batched tensor code.
 
-One presentation of a batch of examples (`TorchEngine.present`):
-  1. forward phase: τ_f dh_l/dt = -h_l + f_l(a_l) from rest (h = 0), for `forward_phase`
-     or until steady; no plasticity (the targets do not move, so the rule is anytime);
-  2. feedback plasticity on the settled activities (`model.update_feedback`);
-  3. onset of the target phase: t_l = h_l, n_{l-1} = h_{l-1}/‖h_{l-1}‖², the top target
-     steps to its value (its weight change is the step's integral);
-  4. target phase: the relaxation ODE for all layers at once or one block at a time,
-     with dW_l/dt = η(-γW_l + (dt_l/dt) n_{l-1}ᵀ), for `target_phase` or until steady;
-  5. with `influence`, the DTP layer factor is applied to the phase's change.
-Steady state: ‖dy_l/dt‖ ≤ atol + rtol‖y_l‖ for every layer l and example.
+Each expression is parsed by brian2's parser into sympy and printed as torch code over a
+`Scope` -- the variables of one population for a batch of examples, where a missing
+subexpression is computed on first use.  Couplings are dense products, stage by stage;
+plasticity is the batch mean of err ⊗ h_pre.  One step of the whole network is Euler or
+RK4 (`integrators`); the events between phases are Euler steps, like brian2's.
+
+Examples are presented side by side ([batch, n] per variable); the weights and biases are
+shared by the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
 
+import sympy
 import torch
 
-from ..dynamics import model as M
+from ..dynamics.model import SHARED, Model
+from ..errors import ConfigError
+from .base import Engine, Parameters, Perturbation, Phase, Presentation
 from .integrators import SOLVERS
 
-
-def forward_field(y: dict, a1: torch.Tensor, model: M.Model, w: M.Weights, tau_f: float, frozen=()) -> dict:
-    """dh_l/dt for l = 1..L (see `model.forward`); `a1` = W_1 x + b_1 is constant while the
-    input x is clamped; populations in `frozen` are clamped (rate 0)."""
-    h = y["h"]
-    rates = {}
-    for l in range(1, model.L + 1):
-        if l in frozen:
-            rates[l] = torch.zeros_like(h[l])
-            continue
-        a = a1 if l == 1 else M.drive(w, l, h[l - 1])
-        rates[l] = model.forward[l].evaluate({"h": h[l], "a": a, "tau_f": tau_f, "fwd": 1.0})
-    return {"h": rates}
+FUNCTIONS = {"tanh": "torch.tanh", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "Abs": "torch.abs",
+             "sign": "torch.sign", "sin": "torch.sin", "cos": "torch.cos", "clip": "torch.clamp"}
 
 
-def target_field(y: dict, model: M.Model, t0: list, h: list, gh: dict, n: list, w: M.Weights, on: dict, tau_t: float,
-                 frozen=(), cut=None) -> dict:
-    """d(t or u)_l/dt for the relaxing layers and, with plasticity, dW_l/dt; targets in
-    `frozen` are clamped (rate 0, so they drive no plasticity either); synapses in `cut`
-    {l: mask} are lesioned (no plasticity)."""
-    if "W" in y:
-        w = M.Weights([y["W"].get(l, w.W[l]) if l else None for l in range(model.L + 1)], w.b, w.V, w.c)
-    state = {"t": y.get("t", {}), "u": y.get("u", {})}
-    rates, tdot, _ = M.target_rates(model, state, t0, h, gh, w, on, tau_t)
-    for l in frozen:
-        rates[l] = tdot[l] = torch.zeros_like(rates[l])
-    out = {model.var: rates}
-    if "W" in y:
-        out["W"] = M.plasticity_rates(model, tdot, n, w.W)
-        for l, mask in (cut or {}).items():
-            if l in out["W"]:
-                out["W"][l] = out["W"][l].masked_fill(mask, 0.0)
-    return out
+def to_torch(expr: sympy.Expr, constants: dict) -> str:
+    """Python source of `expr` over torch tensors: symbols read from the scope `s`, units
+    and constants in `constants` inlined as numbers."""
+    return _code(expr, constants)
 
 
-@dataclass
-class Phase:
-    """What one phase of a presentation did."""
-
-    steps: int
-    residual: dict  # layer -> max over examples of ‖dy_l/dt‖ at the end
-
-
-@dataclass
-class Presentation:
-    h: list  # settled activities h_0..h_L
-    t: list  # final targets t_0..t_L (t_0 = x)
-    forward: Phase
-    target: Phase
-    traces: dict = field(default_factory=dict)  # (population, variable) -> [time, example, neuron]
-
-
-@dataclass
-class Perturbation:
-    """What an experimenter does to one presentation (`biotp.protocols` builds these).
-
-    clamp   {(phase, variable, l): value}: population l's `h` (phase "forward": held while
-            the activities settle, l = 0 replaces the input; "target": the activity the target
-            phase sees) or target `t` (phase "target": held from the onset; a relaxing target
-            steps to its clamp like the top target does, and its weights change by the step's
-            integral η (v - h_l) n_{l-1}ᵀ); value broadcasts against [batch, n_l].
-    noise   {(phase, variable, l): σ}: after every step, variable += σ √(2 dt/τ) ξ (τ = τ_f for
-            h, τ_t for t), so a linear population relaxing to a fixed point fluctuates around it
-            with stationary standard deviation σ; with plasticity the target's noise increment
-            drives its weights like any other change of t (dW = η dt_l n_{l-1}ᵀ).
-    h0      initial activities h_1..h_L of the forward phase (default: rest, h = 0).
-    cut     {("W" or "V", l): mask}: lesioned synapses, held at zero with no plasticity.
-    """
-
-    clamp: dict = field(default_factory=dict)
-    noise: dict = field(default_factory=dict)
-    h0: list | None = None
-    cut: dict = field(default_factory=dict)
-
-    def clamped(self, phase: str, var: str) -> dict:
-        return {l: v for (p, v_, l), v in self.clamp.items() if p == phase and v_ == var}
-
-    def noisy(self, phase: str, var: str) -> dict:
-        return {l: s for (p, v_, l), s in self.noise.items() if p == phase and v_ == var}
+def _code(expr: sympy.Expr, constants: dict, wrap: str = "") -> str:
+    if expr.is_Symbol:
+        name = str(expr)
+        return repr(constants[name]) if name in constants else f"s[{name!r}]"
+    if not wrap and not expr.free_symbols and not expr.is_Number:  # a constant: folded
+        return repr(float(eval(_code(expr, constants, "torch.as_tensor"), {"torch": torch})))  # noqa: S307
+    if expr.is_Number:
+        return repr(float(expr))
+    if expr is sympy.pi:
+        return repr(math.pi)
+    args = [_code(a, constants, wrap) for a in expr.args]
+    if expr.is_Add:
+        return "(" + " + ".join(args) + ")"
+    if expr.is_Mul:
+        return "(" + " * ".join(args) + ")"
+    if expr.is_Pow:
+        return f"({args[0]} ** {args[1]})"
+    name = type(expr).__name__
+    if name in FUNCTIONS:
+        return f"{FUNCTIONS[name]}({', '.join(f'{wrap}({a})' for a in args)})"
+    raise ConfigError(f"the torch engine cannot translate {name!r} in {expr}; expected arithmetic and "
+                      f"{', '.join(sorted(FUNCTIONS))}")
 
 
-NO_PERTURBATION = Perturbation()
+def compile_expression(text: str, constants: dict, where: str):
+    """A function scope -> tensor for a brian2 expression string; constants are folded in
+    first, so what remains of a function's argument is a tensor."""
+    from brian2.parsing.sympytools import str_to_sympy
+
+    try:
+        expr = str_to_sympy(text)
+        expr = expr.subs({s: constants[str(s)] for s in expr.free_symbols if str(s) in constants})
+        code = to_torch(expr, constants)
+    except (SyntaxError, TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: cannot read the expression {text!r}: {err}") from None
+    return eval(f"lambda s: {code}", {"torch": torch})  # noqa: S307 (code printed from sympy above)
 
 
-class TorchEngine:
-    """Runs presentations on `weights` (updated in place by plasticity)."""
+class Scope(dict):
+    """The variables of one population at one instant; subexpressions computed on demand."""
+
+    __slots__ = ("sub", "where")
+
+    def __init__(self, values: dict, sub: dict, where: str):
+        super().__init__(values)
+        self.sub, self.where = sub, where
+
+    def __missing__(self, name):
+        if name not in self.sub:
+            raise ConfigError(f"{self.where}: {name!r} is not defined at this point (a coupling of a later stage?)")
+        value = self[name] = self.sub[name](self)
+        return value
+
+    def forget(self) -> None:
+        """Drop computed subexpressions (after a statement changed a variable)."""
+        for name in self.sub:
+            self.pop(name, None)
+
+
+class CompiledPopulation:
+    """One population's equations as torch functions."""
+
+    def __init__(self, pop, model: Model, units: dict):
+        from brian2 import Equations
+
+        self.pop, self.name, self.size = pop, pop.name, pop.size
+        eqs = Equations(pop.equations)
+        # folded: units, the circuit's constants (β excepted: a protocol may change it), the user's
+        constants = {**units, **{k: v for k, (v, _) in model.constants.items() if k != "beta"},
+                     **{k: v for k, (v, _) in pop.parameters.items()}}
+        where = f"population {pop.name}"
+        self.diff = {n: compile_expression(str(e.expr), constants, where) for n, e in eqs.items()
+                     if e.type == "differential equation"}
+        self.sub = {n: compile_expression(str(e.expr), constants, where) for n, e in eqs.items()
+                    if e.type == "subexpression"}
+        self.params = [n for n, e in eqs.items() if e.type == "parameter"]
+        self.shared = [n for n, e in eqs.items() if "shared" in e.flags]
+        self.stochastic = sorted(eqs.stochastic_variables)
+
+
+class TorchEngine(Engine):
+    """Presents batches; its parameters change in place by the model's plasticity."""
 
     name = "torch"
 
-    def __init__(self, model: M.Model, weights: M.Weights, loss, *, generator: torch.Generator | None = None):
-        self.model, self.w, self.loss, self.spec = model, weights, loss, model.spec
+    def __init__(self, model: Model, params: Parameters, *, generator: torch.Generator | None = None,
+                 dtype=torch.float64, device="cpu"):
+        import brian2
+
+        self.model, self.spec = model, model.spec
+        params.check(model)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.generator = generator or torch.Generator().manual_seed(0)
+        units = {name: float(getattr(brian2, name)) for name in ("ms", "second", "Hz", "us", "msecond", "hertz", "kHz")}
+        units["dt"] = self.spec.dt
+        self.pops = {name: CompiledPopulation(p, model, units) for name, p in model.populations.items()}
+        self.constants = {k: v for k, (v, _) in model.constants.items()}
+        self.sources = {(c.projection, c.target): compile_expression(c.source, {**units, **self.constants},
+                                                                     f"coupling {c.target}") for c in model.couplings}
+        self.stages = sorted({c.stage for c in model.couplings})
+        self.statements = {ev: [s for s in model.statements if s.event == ev] for ev in ("feedback", "onset")}
+        self.compiled_statements = {id(s): compile_expression(s.expr, {**units}, f"{s.scope}: {s.var}")
+                                    for s in model.statements}
         self.solver = SOLVERS[self.spec.solver]()
-        self.generator = generator
-        self.perturb = NO_PERTURBATION
+        self.set_parameters(params)
 
-    def set_weight(self, kind: str, l: int, value: torch.Tensor) -> None:
-        """Replace W_l (`kind` "W") or V_l ("V") -- the protocols' lesions go through here."""
-        getattr(self.w, kind)[l] = value
+    # ------------------------------------------------------------- parameters
+    def parameters(self) -> Parameters:
+        return self.params.copy()
 
-    def _noise(self, like: torch.Tensor, sigma: float, tau: float) -> torch.Tensor:
-        xi = torch.randn(like.shape, generator=self.generator, dtype=like.dtype).to(like.device)
-        return sigma * (2 * self.spec.dt / tau) ** 0.5 * xi
+    def set_parameters(self, params: Parameters) -> None:
+        self.params = params.copy(self.dtype, self.device)
 
-    # ------------------------------------------------------------------ a phase
-    def _run(self, field, y, n_steps, args, sample, state_key, kick=None):
-        """Integrate `n_steps` of dt (fewer at steady state), sampling (state, its rate)
-        every `record_every` steps and applying `kick(y)` (noise) after each step; returns
-        (y, Phase, the rate at the final state)."""
+    def _receiver(self, c):
+        p = self.model.projections[c.projection]
+        return p.post if c.direction == "post" else p.pre
+
+    # ---------------------------------------------------------- the vector field
+    def _scopes(self, state: dict, W: dict) -> dict:
+        """Scopes of every population at `state`, with every coupling summed, stage by stage."""
+        scopes = {}
+        for name, cp in self.pops.items():
+            values = {**self.base[name], **self.values[name], **state.get(name, {})}
+            scopes[name] = Scope(values, cp.sub, f"population {name}")
+        for stage in self.stages:
+            for c in self.model.couplings:
+                if c.stage != stage:
+                    continue
+                p = self.model.projections[c.projection]
+                src = p.pre if c.direction == "post" else p.post
+                x = self.sources[(c.projection, c.target)](scopes[src])
+                if not c.weighted:
+                    out = x.sum(1, keepdim=True)
+                else:
+                    w = W[c.projection]
+                    out = x @ w.T if c.direction == "post" else x @ w
+                scopes[self._receiver(c)][c.target] = out
+        return scopes
+
+    def _weights(self, y: dict) -> dict:
+        """Effective weights by projection (lesions applied)."""
+        W = {}
+        for name, p in self.model.projections.items():
+            if p.kind == "pool":
+                continue
+            w = y.get("~w", {}).get(name)
+            w = self.params.weight(p) if w is None else w
+            mask = self.alive.get(name)
+            W[name] = w if mask is None else w * mask
+        return W
+
+    def field(self, y: dict) -> dict:
+        """d/dt of every state variable and plastic weight at y (the scopes stay in `last`)."""
+        W = self._weights(y)
+        scopes = self.last = self._scopes(y, W)
+        rates = {}
+        for name, part in y.items():
+            if name == "~w":
+                continue
+            s, diff = scopes[name], self.pops[name].diff
+            rates[name] = {}
+            for var, value in part.items():
+                r = diff[var](s)
+                if var in SHARED and torch.is_tensor(r) and r.dim() == 2:
+                    r = r.mean(0)  # a parameter of the circuit moves by the batch mean
+                if not torch.is_tensor(r) or r.shape != value.shape:
+                    r = torch.as_tensor(r, dtype=self.dtype, device=self.device).expand_as(value)
+                rates[name][var] = r
+        if "~w" in y:
+            eta, gamma = self.constants["eta"], self.constants["gamma"]
+            rates["~w"] = {}
+            for proj, w in y["~w"].items():
+                p = self.model.projections[proj]
+                err = scopes[p.post][self.model.rules[proj]]
+                dw = eta * (err.T @ scopes[p.pre]["h"] / err.shape[0] - gamma * w)
+                mask = self.alive.get(proj)
+                rates["~w"][proj] = dw if mask is None else dw * mask
+        return rates
+
+    # ----------------------------------------------------------------- stepping
+    def _state(self, which: str) -> dict:
+        """The integrated variables: every population's differential equations (biases
+        only in the target phase), and the plastic weights in the target phase."""
+        y = {}
+        for name, cp in self.pops.items():
+            part = {v: self.base[name][v] if v in SHARED else self.values[name][v]
+                    for v in cp.diff if v not in SHARED or which == "target"}
+            if part:
+                y[name] = part
+        if which == "target" and self.model.plastic:
+            y["~w"] = {proj: self.params.weight(self.model.projections[proj])
+                       for proj in self.model.rules if proj not in self.blocked}
+        return y
+
+    def _store(self, y: dict) -> None:
+        for name, part in y.items():
+            if name == "~w":
+                for proj, w in part.items():
+                    p = self.model.projections[proj]
+                    (self.params.W if p.kind == "forward" else self.params.V)[p.layer] = w
+                continue
+            for var, value in part.items():
+                if var in SHARED:
+                    self._set_shared(name, var, value)
+                else:
+                    self.values[name][var] = value
+
+    def _set_shared(self, pop: str, var: str, value) -> None:
+        """b of layer l is b_l; c of layer l is the bias of g_{l+1}, which predicts layer l."""
+        l = self.model.populations[pop].index
+        if var == "b":
+            self.params.b[l] = value
+        else:
+            self.params.c[l + 1] = value
+        self.base[pop][var] = value
+
+    def _inputs(self, phase: str, step: int | None) -> None:
+        """This step's noise samples (zero with `step` None), and a user's white noise."""
+        for (p, var, pop), xi in self.xi.items():
+            if p == phase:
+                self.values[pop][f"noise_{var}"] = xi[:, step] if step is not None else torch.zeros_like(xi[:, 0])
+        for name, cp in self.pops.items():
+            for v in cp.stochastic:  # Euler-Maruyama: ξ/√dt, so that dt·ξ/√dt = √dt ξ
+                self.values[name][v] = torch.randn((self.B, cp.size), generator=self.generator,
+                                                   dtype=self.dtype).to(self.device) / math.sqrt(self.spec.dt)
+
+    def _phase(self, phase: str, steps: int, moving: list, sample) -> Phase:
+        """Integrate `steps` of dt (fewer at steady state), sampling every `record_every`
+        steps; `moving` [(layer, population, var)] decide steady state and the residual."""
         spec, every = self.spec, self.spec.record_every
-        steady_stop = spec.stop == "steady"
+        y = self._state(phase)
         s = 0
-        while s < n_steps:
-            y_next, k = self.solver.step(field, y, spec.dt, *args)
+        while s < steps:
+            self._inputs(phase, s)
+            first = []
+
+            def field(yy):
+                out = self.field(yy)
+                if not first:
+                    first.append(self.last)
+                return out
+
+            y_next, k = self.solver.step(field, y, spec.dt)
             if s % every == 0:
-                sample(y, k)
-            if steady_stop and _steady(k[state_key], y[state_key], spec.atol, spec.rtol):
+                sample(first[0], k)
+            if spec.stop == "steady" and self._steady(moving, y, k):
                 break
-            y, s = (y_next if kick is None else kick(y_next)), s + 1
-        k = field(y, *args)
-        if s < n_steps:  # steady: the state holds for the rest of the phase
-            for _ in range((s // every + 1) * every, n_steps, every):
-                sample(y, k)
-        return y, Phase(s, {l: float(v.norm(dim=1).max()) if v.numel() else 0.0 for l, v in k[state_key].items()}), k
+            y, s = y_next, s + 1
+        self._store(y)
+        self._inputs(phase, None)
+        k = self.field(y)
+        if s < steps:  # steady: the state holds for the rest of the phase
+            for _ in range((s // every + 1) * every, steps, every):
+                sample(self.last, k)
+        return Phase(s, {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
 
-    def present(self, x: torch.Tensor, y: torch.Tensor, record: dict | None = None,
-                perturb: Perturbation | None = None) -> Presentation:
-        """One presentation of the batch `x` with labels `y` (see the module docstring);
-        `record` {population: [variables]} defaults to the spec's; `perturb` clamps and
-        noise (see `Perturbation`).  Variable `r` records ‖dy_l/dt‖ of the population's
-        moving variable (h in the forward phase, t or u in the target phase)."""
-        model, spec, w = self.model, self.spec, self.w
-        self.perturb = perturb = perturb or NO_PERTURBATION
+    def _steady(self, moving, y, k) -> bool:
+        """‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable and example."""
+        atol, rtol = self.spec.atol, self.spec.rtol
+        return all(bool((k[pop][var].norm(dim=1) <= atol + rtol * y[pop][var].norm(dim=1)).all())
+                   for _, pop, var in moving)
+
+    def _event(self, event: str) -> None:
+        """One event step: couplings from the state, the statements in order, then an Euler
+        step of the gated dynamics with the couplings from before the statements."""
+        scopes = self._scopes({}, self._weights({}))
+        sums = {}
+        for c in self.model.couplings:
+            receiver = self._receiver(c)
+            sums.setdefault(receiver, {})[c.target] = scopes[receiver][c.target]
+        for st in self.statements[event]:
+            if st.gate is not None and st.gate in self.blocked:
+                continue
+            f = self.compiled_statements[id(st)]
+            if st.scope in self.pops:
+                s = scopes[st.scope]
+                value = f(s)
+                if st.var in SHARED:
+                    value = value.mean(0)
+                new = value if st.op == "=" else s[st.var] + value
+                if st.var in SHARED:
+                    self._set_shared(st.scope, st.var, new)
+                else:
+                    self.values[st.scope][st.var] = torch.as_tensor(new, dtype=self.dtype).expand(
+                        self.B, self.pops[st.scope].size) if not torch.is_tensor(new) or new.dim() < 2 else new
+                s[st.var] = new
+                s.forget()
+            else:
+                p = self.model.projections[st.scope]
+                post = f(scopes[p.post])
+                dw = post.T @ scopes[p.pre]["h"] / post.shape[0]
+                mask = self.alive.get(st.scope)
+                store = self.params.W if p.kind == "forward" else self.params.V
+                store[p.layer] = store[p.layer] + (dw if mask is None else dw * mask)
+        y = self._state("event")
+        for name, part in y.items():
+            s = Scope({**self.base[name], **self.values[name], **sums.get(name, {})}, self.pops[name].sub, name)
+            for var in part:
+                rate = self.pops[name].diff[var](s)
+                part[var] = part[var] + self.spec.dt * rate
+        self._store(y)
+
+    # ------------------------------------------------------------- presentation
+    def _start(self, x: torch.Tensor, y: torch.Tensor | None, perturbation: Perturbation) -> None:
+        """Fresh per-example values: rest (or h0), the stimulus, the label, every gate off."""
+        model, B = self.model, x.shape[0]
+        self.B = B
+        self.blocked = set(perturbation.blocked)
+        self.alive = {name: (~mask.bool()).to(self.dtype).to(self.device) for name, mask in perturbation.lesion.items()}
+        self.xi = {k: v.to(self.dtype).to(self.device) for k, v in perturbation.xi.items()}
+        self.constants["beta"] = perturbation.beta if perturbation.beta is not None else model.spec.target.beta
+        self.base, self.values = {}, {}
+        for name, cp in self.pops.items():
+            l = model.populations[name].index
+            base = {g: 0.0 for g in cp.shared}
+            base.update(self.constants)
+            if "b" in cp.params or "b" in cp.diff:
+                base["b"] = self.params.b[l]
+            if "c" in cp.params:
+                base["c"] = self.params.c[l + 1]
+            self.base[name] = base
+            self.values[name] = {v: torch.zeros((B, cp.size), dtype=self.dtype, device=self.device)
+                                 for v in list(cp.params) + list(cp.diff) if v not in cp.shared and v not in SHARED}
+            if perturbation.h0 and name in perturbation.h0:
+                self.values[name]["h"] = perturbation.h0[name].to(self.values[name]["h"]).clone()
+        self.values["input"]["h"] = x
+        out = self.values[f"layer{model.L}"]
+        if y is not None and "label" in out:
+            from torch.nn import functional as F
+
+            y = y.to(self.device)
+            out["label"] = (y.to(self.dtype) if y.is_floating_point() else F.one_hot(y, out["label"].shape[1]).to(self.dtype))
+        for pop, value in perturbation.clamped("forward", "h").items():
+            self.values[pop]["h"] = value.to(x).expand_as(self.values[pop]["h"]).clone()
+            if pop != "input":
+                self.values[pop]["clamp_h"] = self.values[pop]["h"]
+                self.base[pop]["hold_h"] = 1.0
+
+    def _gates(self, **gates) -> None:
+        """Set shared switches (fwd, on, on_u, plastic_b, sigma_*) wherever they exist."""
+        for base in self.base.values():
+            for g, v in gates.items():
+                if g in base:
+                    base[g] = v
+
+    def _noise(self, perturbation: Perturbation, phase: str) -> None:
+        self._gates(sigma_h=0.0, sigma_t=0.0)
+        for (var, pop), sigma in perturbation.noisy(phase).items():
+            self.base[pop][f"sigma_{var}"] = float(sigma)
+
+    def settle(self, x, steps, h0=None) -> list:
+        x = x.flatten(1).to(self.dtype).to(self.device)
+        self._start(x, None, Perturbation(h0=h0))
+        self._gates(fwd=1.0)
+        self._phase("forward", steps, [], lambda s, k: None)
+        return [self.values[name]["h"] for name in self.pops]
+
+    def present(self, x, y, record=None, perturbation=None) -> Presentation:
+        model, spec = self.model, self.spec
+        perturbation = perturbation or Perturbation()
+        perturbation.check(model)
+        if perturbation.noise and not perturbation.xi:
+            perturbation = perturbation.draw(model, x.shape[0], self.generator, self.dtype)
         record = spec.record if record is None else record
-        L, x = model.L, x.flatten(1)
-        if 0 in perturb.clamped("forward", "h"):
-            x = perturb.clamped("forward", "h")[0].expand_as(x).to(x)
-        traces: dict = {(p, v): [] for p, vs in record.items() for v in vs}
-        cur = {"h": None, "t": None, "u": {}, "r": {}}
+        x = x.flatten(1).to(self.dtype).to(self.device)
+        self._start(x, y, perturbation)
+        sample, traces = self._sampler(record)
+        pops = list(self.pops)
+        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
+        # forward phase
+        self._gates(fwd=1.0)
+        self._noise(perturbation, "forward")
+        fphase = self._phase("forward", n_f, [(l, p, "h") for l, p in enumerate(pops) if l], sample)
+        # the events: feedback plasticity, then the targets' onset
+        self._gates(fwd=0.0, sigma_h=0.0, sigma_t=0.0)
+        for pop, value in perturbation.clamped("target", "h").items():
+            self.values[pop]["h"] = value.to(x).expand_as(self.values[pop]["h"]).clone()
+        self._event("feedback")
+        for pop, value in perturbation.clamped("target", "t").items():
+            self.values[pop]["clamp_t"] = value.to(x).expand_as(self.values[pop]["h"]).clone()
+            self.base[pop]["hold_t"] = 1.0
+        self._event("onset")
+        # the target phase, block by block
+        self._noise(perturbation, "target")
+        self._switch(1.0)
+        blocks = model.layer_blocks() or [[]]
+        total, residual = 0, {}
+        for i, block in enumerate(blocks):
+            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
+            for l in model.relaxing:
+                pop, var = self._moving(l)
+                self.base[pop]["on_u" if var == "u" else "on"] = 1.0 if l in block else 0.0
+            ph = self._phase("target", steps, [(l, *self._moving(l)) for l in block], sample)
+            total += ph.steps
+            residual.update(ph.residual)
+        self._noise(Perturbation(), "target")
+        sample(self.last, self.field(self._state("target")))  # the final state
+        h = [self.values[p]["h"] for p in pops]
+        t = [x] + [self.last[p]["tgt"] for p in pops[1:]]
+        if model.plastic and spec.plasticity.influence:
+            self._influence(t, h)
+        self._switch(0.0)
+        out = {key: torch.stack(v) for key, v in traces.items()}
+        return Presentation(h, t, fphase, Phase(total, residual), out)
 
-        def sample():
-            for (pop, var) in traces:
-                l = 0 if pop == "input" else int(pop.removeprefix("layer"))
-                if var == "h":
-                    val = cur["h"][l]
-                elif var == "t":
-                    val = cur["t"][l]
-                elif var == "r":  # ‖rate‖ per example; zero for a population that is not moving
-                    r = cur["r"].get(l)
-                    val = r.norm(dim=1, keepdim=True) if r is not None else cur["h"][l].new_zeros(len(x), 1)
-                elif l in cur["u"]:
-                    val = cur["u"][l]
-                else:  # u is defined only for inverse_input, in the target phase
-                    val = torch.full_like(cur["h"][min(l + 1, L)], float("nan"))
+    def _sampler(self, record: dict):
+        """sample(scopes, rates) appending every recorded variable; and the trace lists."""
+        model = self.model
+        traces = {(pop, var): [] for pop, vs in record.items() for var in vs}
+        names = {key: model.variable(key[0], key[1], "record") for key in traces}
+        moving = {}
+        for l in model.relaxing:
+            pop, var = self._moving(l)
+            moving[pop] = var
+
+        def sample(scopes, k):
+            for (pop, var), name in names.items():
+                if var == "r":  # ‖d/dt‖ of what moves: h in the forward phase, the target's variable after
+                    r = k.get(pop, {}).get("h" if self.base[pop].get("fwd") else moving.get(pop))
+                    val = r.norm(dim=1, keepdim=True) if r is not None else torch.zeros((self.B, 1), dtype=self.dtype,
+                                                                                          device=self.device)
+                else:
+                    val = scopes[pop][name]
+                    if not torch.is_tensor(val) or val.dim() < 2:
+                        val = torch.as_tensor(val, dtype=self.dtype, device=self.device).expand(self.B, self.pops[pop].size)
                 traces[(pop, var)].append(val.detach().clone())
 
-        # 1. forward phase (from rest, or from perturb.h0)
-        def fsample(h_now, k=None):
-            cur["h"] = cur["t"] = h_now
-            cur["r"] = {} if k is None else k["h"]
-            sample()
+        return sample, traces
 
-        h, fphase = self.forward_phase(x, fsample)
-        for l, v in perturb.clamped("target", "h").items():
-            h[l] = v.expand_as(h[l]).to(h[l])
-        # 2. feedback plasticity, 3. onset
-        M.update_feedback(model, h, w, self.generator)
-        self._cut()
-        onset = M.onset(model, h, y, w, self.loss)
-        t, gh, n = onset["t"], onset["gh"], onset["n"]
-        t_clamp = perturb.clamped("target", "t")
-        for l, v in t_clamp.items():
-            t[l] = v.expand_as(t[l]).to(t[l])
-        if model.plastic:
-            w.W[model.top] = w.W[model.top] + M.top_step_update(model, t[model.top], h, n)
-            for l in set(t_clamp) & set(model.relaxing):  # a clamped target's step, like the top's
-                w.W[l] = w.W[l] + model.spec.plasticity.eta * (t[l] - h[l]).T @ n[l - 1] / n[0].shape[0]
-        self._cut()
-        frozen = tuple(l for l in t_clamp if l in model.relaxing)
-        if frozen and model.var == "u":
-            raise ValueError("clamping a target needs a relaxation of t (inverse_input relaxes u)")
-        state = {model.var: {l: (t[l] if model.var == "t" else h[l + 1]).clone() for l in model.relaxing}}
-        if model.plastic:
-            state["W"] = {l: w.W[l] for l in model.relaxing}
-        kick = self._target_kick(n) if perturb.noisy("target", model.var) else None
+    def _moving(self, l: int) -> tuple[str, str]:
+        """(population, variable) whose relaxation makes layer l's target."""
+        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
 
-        def tsample(yt, k=None):
-            ww = w if "W" not in yt else M.Weights([yt["W"].get(l, w.W[l]) if l else None for l in range(L + 1)], w.b, w.V, w.c)
-            cur["h"], cur["u"] = h, yt.get("u", {})
-            cur["t"] = M.targets_now(model, {"t": yt.get("t", {}), "u": cur["u"]}, t, h, gh, ww)
-            cur["r"] = {} if k is None else k[model.var]
-            sample()
+    def _switch(self, value: float) -> None:
+        """The plasticity switches of the forward projections' biases (blocked ones stay off)."""
+        for name in self.pops:
+            l = self.model.populations[name].index
+            if "plastic_b" in self.base[name]:
+                self.base[name]["plastic_b"] = 0.0 if f"forward.layer{l}" in self.blocked else value
 
-        # 4. target phase, block by block
-        blocks = model.layer_blocks()
-        n_target = spec.steps(spec.target_phase)
-        total, residual, k = 0, {}, None
-        for i, block in enumerate(blocks or [[]]):
-            steps = n_target // max(len(blocks), 1) + (n_target % max(len(blocks), 1) if i == len(blocks) - 1 else 0)
-            on = {l: 1.0 if l in block else 0.0 for l in model.relaxing}
-            if not block:  # nothing relaxes (a one-layer network): hold
-                for _ in range(0, steps, spec.record_every):
-                    cur["h"], cur["t"], cur["r"] = h, t, {}
-                    sample()
+    def _influence(self, t: list, h: list) -> None:
+        """DTP's layer factor (seed 001 §8): each example's phase change of a relaxing layer l
+        rescaled by ρ_l = ‖t_top - h_top‖²/‖t_l - h_l‖², applied as the extra (ρ_l - 1)
+        times the DTP1 change when the phase ends."""
+        model, eta = self.model, self.constants["eta"]
+        top = min(l for l in model.targeted if l not in model.relaxing)
+        s = ((t[top] - h[top]) ** 2).sum(1, keepdim=True)
+        for l in model.relaxing:
+            if f"forward.layer{l}" in self.blocked:
                 continue
-            key = model.var
-            state, phase, k = self._run(target_field, state, steps, (model, t, h, gh, n, w, on, spec.tau_t, frozen,
-                                         {l: m for (kind, l), m in perturb.cut.items() if kind == "W"}),
-                                        tsample, key, kick)
-            total += phase.steps
-            residual.update({l: phase.residual[l] for l in block})
-        cur["h"] = h
-        if model.plastic and "W" in state:
-            for l, W in state["W"].items():
-                w.W[l] = W
-        cur["u"] = state.get("u", {})
-        cur["t"] = M.targets_now(model, {"t": state.get("t", {}), "u": cur["u"]}, t, h, gh, w)
-        cur["r"] = {} if k is None else k[model.var]
-        sample()  # the final state, end of the target phase
-        if model.plastic and spec.plasticity.influence:
-            for l, dW in M.influence_correction(model, cur["t"], h, n).items():
-                w.W[l] = w.W[l] + dW
-        self._cut()
-        self.perturb = NO_PERTURBATION
-        out = {k: torch.stack(v) for k, v in traces.items()}
-        return Presentation(h, cur["t"], fphase, Phase(total, residual), out)
-
-    def _cut(self) -> None:
-        """Hold lesioned synapses at zero (after the updates that bypass the vector field)."""
-        for (kind, l), mask in self.perturb.cut.items():
-            self.set_weight(kind, l, getattr(self.w, kind)[l].masked_fill(mask, 0.0))
-
-    def _target_kick(self, n: list):
-        """Noise on relaxing targets after each step, with the weight change it drives."""
-        model, noisy = self.model, self.perturb.noisy("target", self.model.var)
-        bad = [l for l in noisy if l not in model.relaxing]
-        if bad:
-            raise ValueError(f"noise on the target of layer{bad[0]}: only relaxing targets "
-                             f"(layers {sorted(model.relaxing)}) move in the target phase")
-
-        def kick(y):
-            y = {key: dict(part) for key, part in y.items()}
-            for l, sigma in noisy.items():
-                e = self._noise(y[model.var][l], sigma, self.spec.tau_t)
-                y[model.var][l] = y[model.var][l] + e
-                if "W" in y and model.var == "t":
-                    y["W"][l] = y["W"][l] + model.spec.plasticity.eta * e.T @ n[l - 1] / n[0].shape[0]
-            return y
-
-        return kick
-
-    def forward_phase(self, x: torch.Tensor, sample=lambda h, k=None: None, steps: int | None = None) -> tuple[list, Phase]:
-        """Settle τ_f dh_l/dt = -h_l + f_l(a_l) from rest (or `perturb.h0`), clamped
-        populations held, for `steps` (default: the forward phase); returns ([h_0..h_L],
-        Phase).  No weight changes here: the targets are not moving."""
-        model, spec, L, perturb = self.model, self.spec, self.model.L, self.perturb
-        clamp = {l: v for l, v in perturb.clamped("forward", "h").items() if l}
-        h0 = perturb.h0 or [None] + [x.new_zeros(x.shape[0], model.sizes[l]) for l in range(1, L + 1)]
-        y0 = {"h": {l: clamp[l].expand_as(h0[l]).to(h0[l]) if l in clamp else h0[l] for l in range(1, L + 1)}}
-        noisy = perturb.noisy("forward", "h")
-
-        def kick(y):
-            return {"h": {l: v + self._noise(v, noisy[l], spec.tau_f) if l in noisy else v for l, v in y["h"].items()}}
-
-        as_list = lambda yf: [x] + [yf["h"][l] for l in range(1, L + 1)]  # noqa: E731
-        yf, phase, _ = self._run(forward_field, y0, spec.steps(spec.forward_phase) if steps is None else steps,
-                                 (M.drive(self.w, 1, x), model, self.w, spec.tau_f, tuple(clamp)),
-                                 lambda yf, k=None: sample(as_list(yf), k), "h", kick if noisy else None)
-        return as_list(yf), phase
+            e = t[l] - h[l]
+            rho = s / (e * e).sum(1, keepdim=True).clamp_min(1e-300)
+            delta = eta * (rho - 1) * e * self.last[f"layer{l}"]["fac"]
+            self.params.W[l] = self.params.W[l] + delta.T @ h[l - 1] / len(delta)
+            self._set_shared(f"layer{l}", "b", self.params.b[l] + delta.mean(0))
 
 
-def _steady(k: dict, y: dict, atol: float, rtol: float) -> bool:
-    return all(bool((k[l].norm(dim=1) <= atol + rtol * y[l].norm(dim=1)).all()) for l in k)
+__all__ = ["TorchEngine", "to_torch", "compile_expression", "Scope"]

@@ -1,0 +1,113 @@
+"""The equation catalogue of the continuous-time model: strings in brian2's syntax, with units.
+
+Every population l (layer1..layerL) carries its activity `h` (dimensionless rate) and its
+target `tgt` (`t` is time in brian2's syntax).  Time constants are in seconds; every
+derivative is in 1/second, so brian2's unit check rejects, e.g., a missing `/tau_f`.
+
+  forward        dh/dt = fwd (1 - hold_h) (-h + F(a + b + I_h)) / tau_f + I_noise_h
+                 a = Σ_j W_lj h_{l-1,j} (a summed coupling), b the bias
+  targets        dtgt/dt = tdot,  tdot = on (1 - hold_t) (RHS + I_t) / tau_t + I_noise_t
+                 with RHS one of the RELAXATIONS below (built-in), I_h and I_t user hooks
+                 (0 unless a circuit's `dynamics.populations` defines them)
+
+The relaxations (seed numbers: DESIGN.md "The continuous-time model"):
+
+  gradient        RHS = back = Σ_k W_{l+1,kj} ec_k,  ec = (t_{l+1} - F(at + b)) F'  in layer l+1,
+                  at = W_{l+1} t_l   (seed 000 eq. 3 with C = ½‖t_{l+1} - f_{l+1}(t_l)‖², eq. 4;
+                  Euler with dt = τ τ_t is App. B eq. 32)
+  difference      RHS = -t + h + G(vt + c) - G(vh + c),  vt = V_{l+1} t_{l+1}, vh = V_{l+1} h_{l+1}
+                  (fixed point: the DTP target, seed 002 eq. 3.15)
+  inverse_output  RHS = G(vt + c) - G(vft + c),  vft = V_{l+1} F(at + b)
+                  (unit Euler step = seed 001 eq. iterative-tau-out-update)
+  inverse_input   population l+1 carries the decoder input u:  du/dt = on_u (t_{l+1} - F(agu + b)) / tau_t,
+                  agu = W_{l+1} gu,  gu = G(vu + c) in layer l;  the target is read out:
+                  t_l = g_{l+1}(u) = G(vu + c)  (seed 001 eq. u-recurrence; t = g(u*))
+
+Plasticity: a three-factor rule, presynaptic rate × a postsynaptic factor `err`:
+
+  dW_l/dt = plastic (η err ⊗ h_{l-1} - η γ W_l),   db_l/dt = plastic η err   (PLASTICITY)
+  dtp   err = tdot F'(h)              -- the gradient of ½‖t_l - h_l‖² (seed 002 eq. 3.15's layer
+                                         loss; Lee's DTP update)
+  dtp1  err = tdot / F'(h) / (nin + 1) -- the Gauss-Newton change of seed 001 eq. delta-dtp for
+                                         h_l = F(W h_{l-1} + b): J = F' ⊗ [h_{l-1}; 1], so
+                                         Jᵀ(JJᵀ)⁻¹ = diag(1/F') [h_{l-1}; 1]/(‖h_{l-1}‖² + 1);
+                                         nin = ‖h_{l-1}‖² (a coupling).  1/F' is the
+                                         pseudo-inverse: 0 where F' = 0 (relu)
+
+F' is written through the rate h (SLOPE), so it stays at the forward phase's value while
+the weights move in the target phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# F(x) as brian2 expression text, and F'(x) written through y = F(x)
+ACTIVATION = {"tanh": "tanh({x})", "sigmoid": "1 / (1 + exp(-({x})))", "relu": "(({x}) + abs({x})) / 2",
+              "linear": "({x})"}
+SLOPE = {"tanh": "(1 - ({y})**2)", "sigmoid": "(({y}) * (1 - ({y})))", "relu": "sign({y})", "linear": "1"}
+# 1/F'(x) through y (0 where F' = 0: the pseudo-inverse of the Gauss-Newton step)
+INVERSE_SLOPE = {"tanh": "1 / (1 - ({y})**2)", "sigmoid": "1 / (({y}) * (1 - ({y})))", "relu": "sign({y})",
+                 "linear": "1"}
+# ∂L/∂h_L per output unit (L per example): cross-entropy (softmax - one-hot) and the squared error
+LOSS_GRADIENT = {"cross_entropy": "exp(h) / zsum - label", "mse": "2 * (h - label)"}
+
+RELAXATIONS = ("gradient", "difference", "inverse_output", "inverse_input")
+RULES = ("dtp", "dtp1")
+
+
+def act(name: str, x: str) -> str:
+    return ACTIVATION[name].format(x=x)
+
+
+def slope(name: str, y: str) -> str:
+    return SLOPE[name].format(y=y)
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """A summed variable: `target` of the receiving population is Σ over the projection's
+    synapses of `source` (an expression of the sending population), weighted by w (or
+    unweighted with `weighted=False`: a population-wide sum).  `direction` "post" sums the
+    presynaptic side into the postsynaptic population (W h), "pre" the reverse (Wᵀ e).
+    `stage` orders the sums within a step: a stage reads only sums of earlier stages."""
+
+    target: str
+    projection: str
+    source: str
+    direction: str = "post"
+    stage: int = 0
+    weighted: bool = True
+
+
+@dataclass(frozen=True)
+class Statement:
+    """An event: `var op expr` executed once, at `event` ("feedback": after the forward phase;
+    "onset": the target phase's onset), in `scope` (a population or a projection), in
+    increasing `order`.  A projection's statement changes w by `expr`_post ⊗ h_pre (the
+    batch mean in a batched engine), as does a statement on a bias (`b`, `c`)."""
+
+    event: str
+    order: int
+    scope: str
+    var: str
+    op: str  # "=" | "+="
+    expr: str
+    gate: str | None = None  # the projection whose plasticity switch gates it
+
+
+def relaxation_terms(relaxation: str, F_up: str, G: str) -> dict:
+    """The relaxing layer l's target terms: {"rhs": RHS or None (a read-out target),
+    "tgt": the read-out expression, "onset": t_l at the phase's onset, "up": equations the
+    layer above l+1 adds, "up_sub": its extra subexpressions}, with F_up the activation of
+    layer l+1 and G that of the decoder g_{l+1}."""
+    if relaxation == "gradient":
+        return {"rhs": "back", "onset": "h", "up": {"ec": f"(tgt - {act(F_up, 'at + b')}) * {slope(F_up, act(F_up, 'at + b'))}"}}
+    if relaxation == "difference":
+        return {"rhs": f"-tgt + h + {act(G, 'vt + c')} - {act(G, 'vh + c')}", "onset": "h", "up": {}}
+    if relaxation == "inverse_output":
+        return {"rhs": f"{act(G, 'vt + c')} - {act(G, 'vft + c')}", "onset": "h", "up": {"ft": act(F_up, "at + b")}}
+    if relaxation == "inverse_input":
+        # t_l = g(u) is read out; at the onset u = h_{l+1}, so t_l starts at g(h_{l+1})
+        return {"rhs": None, "tgt": act(G, "vu + c"), "onset": act(G, "vh + c"), "up": {}}
+    raise KeyError(relaxation)
