@@ -171,6 +171,12 @@ class TorchEngine(Engine):
                 scopes[self._receiver(c)][c.target] = out
         return scopes
 
+    def _batch(self, value, pop: str) -> torch.Tensor:
+        """`value` as [batch, n] (a constant expression gives a number)."""
+        if torch.is_tensor(value) and value.dim() == 2:
+            return value
+        return torch.as_tensor(value, dtype=self.dtype, device=self.device).expand(self.B, self.pops[pop].size)
+
     def _weights(self, y: dict) -> dict:
         """Effective weights by projection (lesions applied)."""
         W = {}
@@ -205,7 +211,7 @@ class TorchEngine(Engine):
             rates["~w"] = {}
             for proj, w in y["~w"].items():
                 p = self.model.projections[proj]
-                err = scopes[p.post][self.model.rules[proj]]
+                err = self._batch(scopes[p.post][self.model.rules[proj]], p.post)
                 dw = eta * (err.T @ scopes[p.pre]["h"] / err.shape[0] - gamma * w)
                 mask = self.alive.get(proj)
                 rates["~w"][proj] = dw if mask is None else dw * mask
@@ -309,19 +315,19 @@ class TorchEngine(Engine):
             if st.scope in self.pops:
                 s = scopes[st.scope]
                 value = f(s)
+                value = self._batch(value, st.scope)
                 if st.var in SHARED:
                     value = value.mean(0)
                 new = value if st.op == "=" else s[st.var] + value
                 if st.var in SHARED:
                     self._set_shared(st.scope, st.var, new)
                 else:
-                    self.values[st.scope][st.var] = torch.as_tensor(new, dtype=self.dtype).expand(
-                        self.B, self.pops[st.scope].size) if not torch.is_tensor(new) or new.dim() < 2 else new
+                    self.values[st.scope][st.var] = new
                 s[st.var] = new
                 s.forget()
             else:
                 p = self.model.projections[st.scope]
-                post = f(scopes[p.post])
+                post = self._batch(f(scopes[p.post]), p.post)
                 dw = post.T @ scopes[p.pre]["h"] / post.shape[0]
                 mask = self.alive.get(st.scope)
                 store = self.params.W if p.kind == "forward" else self.params.V

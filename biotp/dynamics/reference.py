@@ -1,0 +1,95 @@
+"""The discrete side of the continuous-time model: the forward pass its forward phase
+settles to, and the fast path's own learning rule on the same parameters (the reference
+the settled dynamics are compared with).
+
+  settled_forward   h_l = F_l(W_l h_{l-1} + b_l): the forward phase's fixed point
+  FastPathRule      the fast path's `dtp` (for plasticity dtp) or `dtp_gn` (for dtp1) run on a
+                    `Network` holding the given `Parameters`; its weight change in the
+                    continuous model's scale:
+                      dtp     ΔW_l = -(η/2) ∂‖h_l - t_l‖²/∂W_l (l < L; the fast path's layer loss is
+                              ‖·‖², the continuous rule's ½‖·‖²), ΔW_L = -η β ∂L/∂W_L (the output
+                              target is h_L - β ∂L/∂h_L); targets: DTP's, η̂ = β
+                      dtp1    ΔW_l = η · dtp_gn's DTP1 update (refine: output, one iteration from the
+                              activity, i.e. DTP's difference targets), with V_l, c_l as its decoder
+                    The continuous model's activity targets are the fast path's `dtp` targets
+                    exactly; `dtp_gn` works on pre-activations, so the two DTP1 changes agree to
+                    first order in β (and exactly for linear layers).
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ..errors import ConfigError
+from ..layers.activations import activation
+
+
+def settled_forward(model, params, x: torch.Tensor) -> list:
+    """[h_0..h_L] of the forward pass, the fixed point of the forward phase."""
+    h = [x.flatten(1).to(params.W[1])]
+    for l in range(1, model.L + 1):
+        F = activation(model.populations[f"layer{l}"].activation)
+        h.append(F(h[-1] @ params.W[l].T + params.b[l]))
+    return h
+
+
+def settled_error(model, params, loss, x, y) -> tuple[float, float]:
+    """(error rate, mean loss) of the settled forward pass on (x, y)."""
+    with torch.no_grad():
+        out = settled_forward(model, params, x)[-1]
+        return float((out.argmax(1) != y.to(out.device)).double().mean()), float(loss(out, y.to(out.device)))
+
+
+class FastPathRule:
+    """The fast path's rule matching the circuit's plasticity (see the module docstring)."""
+
+    def __init__(self, circuit, model, input_size: int):
+        from ..algorithms import ALGORITHMS
+        from ..algorithms.base import Loss
+        from ..network import Network
+
+        rule = model.spec.plasticity.rule
+        spec = model.spec
+        if rule == "dtp":
+            if spec.target.mode != "gradient_step" or spec.relaxation != "difference":
+                raise ConfigError("the fast path's dtp has DTP's targets: compare it with dynamics.relaxation: "
+                                  f"difference and target.mode: gradient_step (got {spec.relaxation}, {spec.target.mode})")
+            algorithm = {"name": "dtp", "eta_hat": spec.target.beta}
+        elif rule == "dtp1":
+            algorithm = {"name": "dtp_gn", "beta": spec.target.beta, "iterations": 1, "refine": "output",
+                         "start": "activity", "schedule": "layerwise", "layer_scaling": spec.plasticity.influence}
+        else:
+            raise ConfigError("the discrete reference needs plasticity (dynamics.plasticity.rule: dtp or dtp1)")
+        self.rule, self.model, self.eta, self.beta = rule, model, spec.plasticity.eta, spec.target.beta
+        self.circuit = circuit.with_updates(f"algorithm={json.dumps(algorithm)}")
+        self.net = Network(self.circuit, input_size, with_feedback=True, seed=0).double()
+        self.loss = Loss(self.circuit.loss, model.populations[f"layer{model.L}"].size)
+        self.algo = ALGORITHMS[algorithm["name"]](self.circuit, self.net, self.loss).double()
+
+    def load(self, params) -> None:
+        """Put `params` into the fast path's network."""
+        with torch.no_grad():
+            for l, layer in enumerate(self.net.layers, 1):
+                layer.weight.copy_(params.W[l])
+                layer.bias.copy_(params.b[l])
+            for key, g in self.net.feedback.items():
+                g.weight.copy_(params.V[int(key)])
+                if g.bias is not None:
+                    g.bias.copy_(params.c[int(key)])
+
+    def update(self, params, x, y) -> dict:
+        """{l: (ΔW_l, Δb_l)}: the fast path's change from `params` on the batch (x, y)."""
+        self.load(params)
+        for p in self.net.parameters():
+            p.grad = None
+        self.algo.grads(x.double(), y, forward=True, feedback=False)
+        L, out = self.model.L, {}
+        for l, layer in enumerate(self.net.layers, 1):
+            if self.rule == "dtp":
+                scale = -self.eta * self.beta if l == L else -self.eta / 2
+            else:
+                scale = -self.eta  # dtp_gn's .grad is minus its update
+            out[l] = (scale * layer.weight.grad.detach().clone(), scale * layer.bias.grad.detach().clone())
+        return out
