@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .circuit import Circuit, load_circuit
+from .dynamics.reference import settled_error
 from .errors import BiotpError, ConfigError
 from .runs import Leaf, run_attrs, write_run
 
@@ -123,11 +124,7 @@ def simulate(
     test        (x, y) on which to measure error before/after (default: the dataset's test
                 split, or the stream itself when x is given).
     """
-    from .algorithms.base import Loss
-    from .dynamics import model as M
     from .dynamics.units import parse_quantity
-    from .layers.discrete import transmitting_layers
-    from .network import Network
 
     if not isinstance(circuit, Circuit):
         circuit = load_circuit(circuit, overrides)
@@ -155,32 +152,11 @@ def simulate(
         x, y = x[: max(1, int(round(seconds / presentation, 9)))], y[: max(1, int(round(seconds / presentation, 9)))]
     x = x.flatten(1).to(dev, dtype)
     y = y.to(dev)
-    n_classes = circuit.network.expanded()[-1].size
-    if net is None:
-        net = Network(circuit, x.shape[1], with_feedback=True, seed=circuit.seed)
-    if found := transmitting_layers(net):
-        raise ConfigError(
-            f"{circuit.source or '<circuit>'}: network.layers: layer {found[0][0]} has transmit: {found[0][1]}, "
-            "which the continuous-time model does not have; expected transmit: identity (train such "
-            "networks with `biotp train`)"
-        )
-    model = M.build_model(spec, net)
-    weights = M.Weights.of(net, dtype, dev)
-    loss = Loss(circuit.loss, n_classes)
-    generator = torch.Generator().manual_seed(circuit.seed)
-    if backend == "brian2":
-        from .engines.brian2 import Brian2Engine
-
-        engine = Brian2Engine(model, weights, loss, generator=generator, codegen=codegen)
-        batch = batch_size or 25  # examples per brian2 run, one after another
-    else:
-        from .engines.torch import TorchEngine
-
-        engine = TorchEngine(model, weights, loss, generator=generator)
-        batch = batch_size or (1 if model.plastic else circuit.data.batch_size)
+    model, engine, loss = build(circuit, backend, x.shape[1], device=dev, dtype=dtype, codegen=codegen, net=net)
+    batch = batch_size or (25 if backend == "brian2" else 1 if model.plastic else circuit.data.batch_size)
 
     tx, ty = test[0].flatten(1).to(dev, dtype), test[1].to(dev)
-    before = settled_error(model, weights, loss, tx, ty)
+    before = settled_error(model, engine.parameters(), loss, tx, ty)
     traces: dict = {}
     fsteps, tsteps, fres, tres = [], [], [], []
     L = model.L
@@ -204,6 +180,7 @@ def simulate(
     wall = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    weights = engine.parameters()
     after = settled_error(model, weights, loss, tx, ty)
     traces = {pop: {var: np.concatenate(parts, axis=1) for var, parts in vs.items()} for pop, vs in traces.items()}
     n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
@@ -232,14 +209,24 @@ def simulate(
     return run
 
 
-@torch.no_grad()
-def settled_error(model, weights, loss, x, y) -> tuple[float, float]:
-    """(error rate, mean loss) of the discrete forward pass h_l = f_l(h_{l-1}) -- the
-    steady state of the forward phase."""
-    from .dynamics.model import settled_forward
+def build(circuit: Circuit, backend: str, input_size: int, *, device="cpu", dtype=torch.float64,
+          codegen: str = "numpy", net=None, generator: torch.Generator | None = None):
+    """(model, engine, loss) of `circuit` on inputs of `input_size`: the model built from the
+    circuit, the engine from its registry, the initial parameters those of the fast path's
+    network for the same seed (or of `net`)."""
+    from .algorithms.base import Loss
+    from .dynamics.model import build_model
+    from .engines.base import Parameters, engine_class
+    from .network import Network
 
-    h = settled_forward(model, weights, x)[-1]
-    return float((h.argmax(1) != y).double().mean()), float(loss(h, y))
+    model = build_model(circuit, input_size)
+    if net is None:
+        net = Network(circuit, input_size, with_feedback=True, seed=circuit.seed)
+    params = Parameters.from_network(net, dtype, device)
+    loss = Loss(circuit.loss, model.populations[f"layer{model.L}"].size)
+    options = {"codegen": codegen} if backend == "brian2" else {
+        "dtype": dtype, "device": device, "generator": generator or torch.Generator().manual_seed(circuit.seed)}
+    return model, engine_class(backend)(model, params, **options), loss
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -39,7 +39,7 @@ def _code(expr: sympy.Expr, constants: dict, wrap: str = "") -> str:
     if not wrap and not expr.free_symbols and not expr.is_Number:  # a constant: folded
         return repr(float(eval(_code(expr, constants, "torch.as_tensor"), {"torch": torch})))  # noqa: S307
     if expr.is_Number:
-        return repr(float(expr))
+        return f"float({repr(float(expr))!r})" if math.isinf(float(expr)) else repr(float(expr))
     if expr is sympy.pi:
         return repr(math.pi)
     args = [_code(a, constants, wrap) for a in expr.args]

@@ -63,24 +63,18 @@ class ContinuousRun:
     """One point on the torch or brian2 engine: trials, interventions, recordings."""
 
     def __init__(self, pt: Point, data_dir):
-        from ..algorithms.base import Loss
-        from ..dynamics import model as M
-        from ..network import Network
-        from ..simulation import _device
+        from ..simulation import _device, build
 
         self.pt, p, c = pt, pt.protocol, pt.circuit
         self.spec = c.dynamics
         self.device = _device(p.device) if p.engine == "torch" else torch.device("cpu")
         self.dtype = torch.float64 if p.engine == "brian2" else getattr(torch, self.spec.dtype)
         self._load_examples(data_dir)
-        net = Network(c, self.x.shape[1], with_feedback=True, seed=c.seed)
-        self.M, self.model = M, M.build_model(self.spec, net)
-        self.loss = Loss(c.loss, c.network.expanded()[-1].size)
         self.generator = torch.Generator().manual_seed(c.seed)
-        self.engine = self._engine(M.Weights.of(net, self.dtype, self.device))
+        self.model, self.engine, self.loss = build(c, p.engine, self.x.shape[1], device=self.device, dtype=self.dtype,
+                                                   codegen=p.codegen, generator=self.generator)
         self.timeline = Timeline(p, trial_time(self.spec, p.stimuli))
-        self.interventions = Interventions(p, c.seed, self.model, self.engine, self.spec, self.loss,
-                                           self.device, self.dtype)
+        self.interventions = Interventions(p, c.seed, self.model, self.spec, self.loss, self.device, self.dtype)
 
     def _load_examples(self, data_dir) -> None:
         """The trials' stimuli (x, y) in presentation order and the evaluation set (ex, ey)."""
@@ -99,29 +93,19 @@ class ContinuousRun:
         ev = getattr(splits, p.evaluate.split)
         self.ex, self.ey = self._to(ev.x[: p.evaluate.count]), ev.y[: p.evaluate.count].to(self.device)
 
-    def _engine(self, weights):
-        p = self.pt.protocol
-        if p.engine == "brian2":
-            from ..engines.brian2 import Brian2Engine
-
-            return Brian2Engine(self.model, weights, self.loss, generator=self.generator, codegen=p.codegen)
-        from ..engines.torch import TorchEngine
-
-        return TorchEngine(self.model, weights, self.loss, generator=self.generator)
-
     def _to(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1).to(self.device, self.dtype)
 
     @property
     def masks(self) -> dict:
-        """Lesion index -> (kind, l, mask of cut synapses)."""
+        """Lesion index -> (projection, mask of cut synapses)."""
         return self.interventions.masks
 
     # ------------------------------------------------------------------- run
-    def evaluate(self, w) -> tuple[float, float]:
-        from ..simulation import settled_error
+    def evaluate(self, params) -> tuple[float, float]:
+        from ..dynamics.reference import settled_error
 
-        return settled_error(self.model, w, self.loss, self.ex, self.ey)
+        return settled_error(self.model, params, self.loss, self.ex, self.ey)
 
     def run(self, progress: bool) -> dict:
         p = self.pt.protocol
@@ -148,45 +132,38 @@ class ContinuousRun:
         if bar is not None:
             bar.close()
         wall = clock.perf_counter() - start
-        return point_tree(p, self.spec, self.engine.w.W[1 : self.model.L + 1], log.metrics, traces, recorded, wall)
+        W = self.engine.parameters().W
+        return point_tree(p, self.spec, [W[l] for l in range(1, self.model.L + 1)], log.metrics, traces, recorded, wall)
 
     def _trial(self, k: int, recorded: bool, h0, ref: Reference | None):
         """Present trial k under the interventions active at its onset; the presentation."""
         B = self.pt.protocol.stimuli.batch
         xb, yb = self.x[k * B : (k + 1) * B], self.y[k * B : (k + 1) * B]
-        iv = self.interventions
-        act = self.timeline.active(k)
-        iv.lesion(act)
-        iv.set_beta(act)
-        held = iv.hold(act)
         if ref is not None:
-            ref.expect(self.engine.w, xb, yb)
-        record = {pop: vs for pop, vs in self.spec.record.items()} if recorded else {}
-        pres = self.engine.present(xb, yb, record, iv.perturbation(act, yb, h0))
-        iv.restore(held)
-        iv.keep_cut()
+            ref.expect(self.engine.parameters(), xb, yb)
+        record = dict(self.spec.record) if recorded else {}
+        perturbation = self.interventions.perturbation(self.timeline.active(k), yb, h0)
+        if perturbation.noise:
+            perturbation = perturbation.draw(self.model, len(xb), self.generator, torch.float64)
+        pres = self.engine.present(xb, yb, record, perturbation)
         self._check_finite(k)
         if ref is not None:
-            ref.compare(self.engine.w, xb, yb)
+            ref.compare(self.engine.parameters(), xb, yb)
         return pres
 
-    def _inter_trial(self, h: list) -> list:
+    def _inter_trial(self, h: list) -> dict:
         """The blank interval: input off, activities relax from where the trial left them."""
-        from ..engines.torch import Perturbation
-
         n = self.spec.steps(self.pt.protocol.stimuli.inter_trial)
-        eng = self.engine
-        eng.perturb = Perturbation(h0=[None] + [v.clone() for v in h[1:]])
-        try:
-            settled, _ = eng.forward_phase(torch.zeros_like(h[0]), steps=n)
-        finally:
-            eng.perturb = type(eng.perturb)()
-        return [None] + settled[1:]
+        names = list(self.model.populations)
+        h0 = {name: v.clone() for name, v in zip(names[1:], h[1:])}
+        settled = self.engine.settle(torch.zeros_like(h[0]), n, h0)
+        return {name: v.to(self.device, self.dtype) for name, v in zip(names[1:], settled[1:])}
 
     def _check_finite(self, k: int) -> None:
+        params = self.engine.parameters()
         for kind, name in (("W", "forward"), ("V", "feedback")):
-            for l, W in enumerate(getattr(self.engine.w, kind)):
-                if W is not None and not torch.isfinite(W).all():
+            for l, W in getattr(params, kind).items():
+                if not torch.isfinite(W).all():
                     raise DivergenceError(f"{self.pt.label}: diverged at trial {k} "
                                           f"(time {self.timeline.onset(k):.4g} s): {name}.layer{l} weights are "
                                           "not finite (NaN/inf); lower the plasticity rate")
@@ -211,16 +188,17 @@ class _Log:
     def __init__(self, run: ContinuousRun, ref: Reference | None):
         self.run, self.ref = run, ref
         self.metrics: dict[str, list] = {}
-        self.last = [None] + [W.clone() for W in run.engine.w.W[1:]]
+        self.last = run.engine.parameters()
 
     def __call__(self, k: int) -> None:
-        run, w, L = self.run, self.run.engine.w, self.run.model.L
-        err, lossv = run.evaluate(w)
+        run, L = self.run, self.run.model.L
+        params = run.engine.parameters()
+        err, lossv = run.evaluate(params)
         row = {"trial": k, "time": run.timeline.onset(k), "phase": run.timeline.phase_index(k - 1 if k else 0),
                "test_error": err, "test_loss": lossv}
         for l in range(1, L + 1):  # how much each layer learnt since the last evaluation
-            row[f"dW_layer{l}"] = float((w.W[l] - self.last[l]).norm())
-            self.last[l] = w.W[l].clone()
+            row[f"dW_layer{l}"] = float((params.W[l] - self.last.W[l]).norm())
+        self.last = params
         if self.ref is not None:
             row.update(self.ref.columns(run.evaluate, L))
         for name, v in row.items():
@@ -231,58 +209,44 @@ class _Log:
 
 
 class Reference:
-    """The discrete rule beside the continuous one (`reference: discrete`): its own weight
-    trajectory from the same start, and each trial the angle and relative distance between
-    the continuous ΔW_l and the discrete rule's from the same weights."""
+    """The fast path's own rule beside the continuous one (`reference: discrete`, see
+    `biotp.dynamics.reference.FastPathRule`): its own forward-weight trajectory from the same
+    start (sharing the continuous run's feedback weights), and each trial the angle and
+    relative distance between the continuous ΔW_l and the fast path's from the same weights."""
 
     def __init__(self, run: ContinuousRun):
-        self.M, self.model, self.loss, self.generator = run.M, run.model, run.loss, run.generator
-        w = run.engine.w
-        self.w = self.M.Weights([None if W is None else W.clone() for W in w.W], w.b,
-                                [None if V is None else V.clone() for V in w.V], w.c)
+        from ..dynamics.reference import FastPathRule
+
+        self.rule = FastPathRule(run.pt.circuit, run.model, run.x.shape[1])
+        self.params = run.engine.parameters().copy(torch.float64)
         self.pending: dict[str, list] = {}
 
-    def expect(self, w, x, y) -> None:
-        """Before a trial: the weights `w` it starts from and the discrete rule's ΔW from them."""
-        self.W0 = [None] + [W.clone() for W in w.W[1:]]
-        self.dW = self.update(_copy(w), x, y)
+    def expect(self, params, x, y) -> None:
+        """Before a trial: the parameters it starts from and the fast path's ΔW from them."""
+        self.start = params
+        self.dW = self.rule.update(params.copy(torch.float64), x, y)
 
-    def compare(self, w, x, y) -> None:
+    def compare(self, params, x, y) -> None:
         """After the trial: compare its ΔW with the expected one; advance the reference."""
-        for l, dref in self.dW.items():
-            dcont = w.W[l] - self.W0[l]
+        for l, (dref, _) in self.dW.items():
+            dcont = (params.W[l] - self.start.W[l]).double()
+            dref = dref.to(dcont.device)
             self.pending.setdefault(f"angle_layer{l}", []).append(_angle(dcont, dref))
             self.pending.setdefault(f"distance_layer{l}", []).append(
                 float((dcont - dref).norm() / dref.norm().clamp_min(1e-30)))
-        self.step(x, y)
+        self.params.V, self.params.c = ({k: v.double().clone() for k, v in d.items()} for d in (params.V, params.c))
+        for l, (dW, db) in self.rule.update(self.params, x, y).items():
+            self.params.W[l] = self.params.W[l] + dW
+            self.params.b[l] = self.params.b[l] + db
 
     def columns(self, evaluate, L: int) -> dict:
         """A metrics row's reference columns: its error, the mean angles and distances since the last row."""
-        row = {"reference_test_error": evaluate(self.w)[0]}
+        row = {"reference_test_error": evaluate(self.params)[0]}
         for l in range(1, L + 1):  # nan where no update was compared (the first row)
             for name in (f"angle_layer{l}", f"distance_layer{l}"):
                 vals = self.pending.pop(name, [])
                 row[name] = float(np.mean(vals)) if vals else np.nan
         return row
-
-    def update(self, w, x, y) -> dict:
-        """The discrete rule's ΔW from weights `w` (a copy): feedback plasticity on the
-        settled activities with the engine's next random draws, then DTP targets and DTP1."""
-        M = self.M
-        g = torch.Generator().set_state(self.generator.get_state())
-        M.update_feedback(self.model, M.settled_forward(self.model, w, x), w, g)
-        return M.discrete_update(self.model, w, x, y, self.loss)
-
-    def step(self, x, y) -> None:
-        """Advance the discrete reference trajectory by one trial."""
-        for l, dW in self.update(self.w, x, y).items():
-            self.w.W[l] = self.w.W[l] + dW
-
-
-def _copy(w):
-    from ..dynamics.model import Weights
-
-    return Weights(*[[None if v is None else v.clone() for v in part] for part in (w.W, w.b, w.V, w.c)])
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
