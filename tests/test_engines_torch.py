@@ -1,16 +1,18 @@
-"""The torch engine against exact and independent computations (DESIGN.md catalogue 2-5)."""
+"""The torch engine against exact and independent computations (DESIGN.md catalogue 2-5):
+exact decay, convergence orders (uncoupled and coupled), GTP's Euler targets, DTP's settled
+targets, Bengio's iterations, and the plasticity rules against the fast path's updates."""
 
 import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from biotp.algorithms import build
-from biotp.algorithms.base import Loss
 from biotp.circuit import parse_circuit
-from biotp.dynamics import model as M
-from biotp.engines.integrators import RK4, Euler
-from biotp.engines.torch import TorchEngine, forward_field
+from biotp.dynamics.model import build_model
+from biotp.engines.base import Parameters, Perturbation
+from biotp.engines.torch import TorchEngine
 from biotp.network import Network
 
 torch.set_num_threads(1)
@@ -18,17 +20,23 @@ D = torch.float64
 
 
 def circuit(layers, dynamics=None, algorithm=None, loss="mse"):
-    data = {"network": {"layers": layers}, "loss": loss, "dynamics": dynamics or {}}
+    data = {"network": {"layers": layers}, "loss": loss, "dynamics": {"dtype": "float64", **(dynamics or {})}}
     if algorithm:
         data["algorithm"] = algorithm
     return parse_circuit(data, "<test>")
 
 
-def engine(c, n_in, net=None, seed=0):
+def engine(c, n_in, net=None, seed=0, params=None):
     net = net or Network(c, n_in, with_feedback=True, seed=seed)
-    model = M.build_model(c.dynamics, net)
-    n_out = c.network.expanded()[-1].size
-    return TorchEngine(model, M.Weights.of(net, D), Loss(c.loss, n_out)), net
+    return TorchEngine(build_model(c, n_in), params or Parameters.from_network(net, D)), net.double()
+
+
+def from_fixed_point(eng, net, x, y, record=None):
+    """A presentation whose forward phase starts at the exact forward pass (the fast path's
+    network), so it holds there; returns (presentation, the exact activities)."""
+    h = [v.detach() for v in net(x)]
+    h0 = {f"layer{l}": h[l] for l in range(1, len(h))}
+    return eng.present(x, y, record, Perturbation(h0=h0)), h
 
 
 # ------------------------------------------------------------ exact decay, order
@@ -36,15 +44,14 @@ def engine(c, n_in, net=None, seed=0):
 
 def decay(solver, dt, tau=2e-3, T=10e-3):
     """h(T) of a linear leaky population τ dh/dt = -h (W = 0, b = 0) from h(0) = 1."""
-    c = circuit([{"size": 3, "activation": "linear"}], {"tau_f": f"{tau} s"})
-    eng, _ = engine(c, 2)
-    eng.w.W[1].zero_()
-    eng.w.b[1].zero_()
-    y = {"h": {1: torch.ones(1, 3, dtype=D)}}
-    x = torch.zeros(1, 2, dtype=D)
-    for _ in range(round(T / dt)):
-        y, _ = solver.step(forward_field, y, dt, M.drive(eng.w, 1, x), eng.model, eng.w, tau)
-    return y["h"][1][0, 0].item()
+    c = circuit([{"size": 3, "activation": "linear"}],
+                {"tau_f": f"{tau} s", "dt": f"{dt} s", "forward_phase": f"{T} s", "target_phase": f"{dt} s",
+                 "solver": solver})
+    params = Parameters({1: torch.zeros(3, 2, dtype=D)}, {1: torch.zeros(3, dtype=D)})
+    eng, _ = engine(c, 2, params=params)
+    p = eng.present(torch.zeros(1, 2, dtype=D), torch.tensor([0]),
+                    perturbation=Perturbation(h0={"layer1": torch.ones(1, 3, dtype=D)}))
+    return p.h[1][0, 0].item()
 
 
 def test_linear_population_decays_as_exp():
@@ -52,18 +59,40 @@ def test_linear_population_decays_as_exp():
     exact = math.exp(-T / tau)
     # Euler and RK4 reproduce their stability polynomials exactly ...
     z = -1e-4 / tau
-    assert decay(Euler(), 1e-4) == pytest.approx((1 + z) ** 100, rel=1e-12)
-    assert decay(RK4(), 1e-4) == pytest.approx((1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24) ** 100, rel=1e-12)
+    assert decay("euler", 1e-4) == pytest.approx((1 + z) ** 100, rel=1e-12)
+    assert decay("rk4", 1e-4) == pytest.approx((1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24) ** 100, rel=1e-12)
     # ... which converge to exp(-t/τ)
-    assert decay(RK4(), 1e-5) == pytest.approx(exact, rel=1e-9)
+    assert decay("rk4", 1e-5) == pytest.approx(exact, rel=1e-9)
 
 
-@pytest.mark.parametrize("solver", [Euler(), RK4()])
-def test_convergence_order(solver):
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("rk4", 4)])
+def test_convergence_order(solver, order):
     exact = math.exp(-5.0)
     errors = [abs(decay(solver, dt) - exact) for dt in (4e-4, 2e-4, 1e-4)]
     orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
-    assert all(abs(o - solver.order) < 0.15 for o in orders), orders
+    assert all(abs(o - order) < 0.15 for o in orders), orders
+
+
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("rk4", 4)])
+def test_convergence_order_of_the_coupled_dynamics(solver, order):
+    """The whole network -- forward settling through three coupled layers, then the
+    difference relaxation coupling every target to the one above -- converges at the
+    solver's order as dt halves (reference: RK4 with a 16x smaller step)."""
+    layers = [{"size": 5, "activation": "tanh", "repeat": 2}, {"size": 3, "activation": "sigmoid"}]
+    base = {"tau_f": "1 ms", "tau_t": "1 ms", "forward_phase": "2 ms", "target_phase": "2 ms",
+            "relaxation": "difference", "target": {"mode": "nudged", "beta": 0.5}}
+    x, y = torch.rand(2, 4, dtype=D, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 2])
+
+    def final(dt, s):
+        c = circuit(layers, {**base, "dt": f"{dt} ms", "solver": s})
+        eng, _ = engine(c, 4, seed=3)
+        p = eng.present(x, y)
+        return torch.cat([p.h[3], p.t[1], p.t[2]], 1)
+
+    ref = final(0.0125, "rk4")
+    errors = [(final(dt, solver) - ref).abs().max().item() for dt in (0.2, 0.1, 0.05)]
+    orders = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(abs(o - order) < 0.3 for o in orders), (errors, orders)
 
 
 def test_forward_phase_settles_to_the_forward_pass_and_stops_early():
@@ -72,29 +101,15 @@ def test_forward_phase_settles_to_the_forward_pass_and_stops_early():
                  "atol": 1e-9, "rtol": 1e-12})
     eng, net = engine(c, 5)
     x = torch.rand(3, 5, dtype=D)
-    h, phase = eng.forward_phase(x)
-    assert phase.steps < 2000
-    assert all(r <= 1e-9 for r in phase.residual.values())
-    exact = net.double()(x)
+    p = eng.present(x, torch.tensor([0, 1, 2]))
+    assert p.forward.steps < 2000
+    assert all(r <= 1e-9 for r in p.forward.residual.values())
+    exact = net(x)
     for l in (1, 2):  # ‖h - f(h)‖ = τ ‖dh/dt‖ ≤ 1e-12 per layer
-        torch.testing.assert_close(h[l], exact[l], atol=1e-11, rtol=0)
+        torch.testing.assert_close(p.h[l], exact[l], atol=1e-11, rtol=0)
 
 
 # --------------------------------------------------------------- target rules
-
-
-def _settled(eng, x):
-    """Exact forward activities, as the forward phase would settle to."""
-    h = [x]
-    for l in range(1, eng.model.L + 1):
-        h.append(eng.w.f(eng.model, l, h[-1]))
-    return h
-
-
-def run_target_phase(eng, h, y):
-    """Drive the engine's target phase from exact activities h (skipping settling)."""
-    eng.forward_phase = lambda x, sample=lambda h_: None: (h, None)
-    return eng.present(h[0], y)
 
 
 def test_gradient_relaxation_is_gtp_euler():
@@ -102,15 +117,13 @@ def test_gradient_relaxation_is_gtp_euler():
     seed 000 App. B eq. 32: y_l <- y_l - τ ∂C_{l+1}/∂y_l, C_{l+1} = ½‖ŷ_{l+1} - f_{l+1}(y_l)‖²."""
     tau, T = 0.3, 7
     layers = [{"size": 6, "activation": "tanh"}, {"size": 5, "activation": "sigmoid"}, {"size": 4, "activation": "linear"}]
-    c = circuit(layers, {"tau_t": "1 ms", "dt": f"{tau} ms", "forward_phase": f"{10 * tau} ms", "target_phase": f"{2 * T * tau} ms",
-                         "relaxation": "gradient", "schedule": "layerwise", "target": {"mode": "clamped"}})
+    c = circuit(layers, {"tau_t": "1 ms", "dt": f"{tau} ms", "forward_phase": f"{3 * tau} ms",
+                         "target_phase": f"{2 * T * tau} ms", "relaxation": "gradient", "schedule": "layerwise",
+                         "target": {"mode": "clamped"}})
     eng, net = engine(c, 5)
     x, y = torch.rand(3, 5, dtype=D), torch.tensor([0, 3, 1])
-    h = _settled(eng, x)
-    p = run_target_phase(eng, h, y)
-    # independent: autograd on the layer costs
-    net = net.double()
-    target = {3: torch.nn.functional.one_hot(y, 4).to(D)}
+    p, h = from_fixed_point(eng, net, x, y)
+    target = {3: F.one_hot(y, 4).to(D)}  # independent: autograd on the layer costs
     for l in (2, 1):
         t = h[l].clone()
         for _ in range(T):
@@ -124,69 +137,87 @@ def test_gradient_relaxation_is_gtp_euler():
 
 
 def test_gradient_relaxation_equals_gtp_module():
-    gtp = pytest.importorskip("biotp.algorithms.gtp")  # noqa: F841 (only when seed 000's rule exists)
     tau, T = 0.3, 4
     layers = [{"size": 6, "activation": "relu"}, {"size": 5, "activation": "sigmoid"}, {"size": 4, "activation": "sigmoid"}]
-    c = circuit(layers, {"tau_t": "1 ms", "dt": f"{tau} ms", "forward_phase": f"{10 * tau} ms", "target_phase": f"{2 * T * tau} ms",
-                         "relaxation": "gradient", "schedule": "layerwise", "target": {"mode": "clamped"}},
+    c = circuit(layers, {"tau_t": "1 ms", "dt": f"{tau} ms", "forward_phase": f"{3 * tau} ms",
+                         "target_phase": f"{2 * T * tau} ms", "relaxation": "gradient", "schedule": "layerwise",
+                         "target": {"mode": "clamped"}},
                 algorithm={"name": "gtp", "tau": tau, "steps": T, "start": "activity"})
     rule = build(c, 5, 4).double()
-    eng, _ = engine(c, 5, net=rule.net)
+    eng, net = engine(c, 5, net=rule.net)
     x, y = torch.rand(3, 5, dtype=D), torch.tensor([0, 3, 1])
-    p = run_target_phase(eng, _settled(eng, x), y)
+    p, _ = from_fixed_point(eng, net, x, y)
     expected = rule.targets(rule.net(x), y)
     for l in (1, 2):
         torch.testing.assert_close(p.t[l], expected[l], atol=1e-12, rtol=0)
 
 
+def dtp_circuit(rule="none", eta=0.1, **extra):
+    layers = [{"size": 7, "activation": "tanh", "repeat": 3}, {"size": 4, "activation": "linear"}]
+    dyn = {"tau_t": "1 ms", "dt": "0.2 ms", "forward_phase": "0.4 ms", "target_phase": "100 ms",
+           "relaxation": "difference", "solver": "rk4", "stop": "steady", "atol": 1e-11, "rtol": 1e-13,
+           "target": {"mode": "gradient_step", "beta": 0.3}, "plasticity": {"rule": rule, "eta": eta}, **extra}
+    return circuit(layers, dyn, algorithm={"name": "dtp", "eta_hat": 0.3}, loss="cross_entropy")
+
+
 def test_settled_difference_relaxation_is_dtp():
     """The fixed point of τ_t dt_l/dt = -t_l + h_l + g(t_{l+1}) - g(h_{l+1}) with the
     penultimate target h_{L-1} - η̂ ∂L/∂h_{L-1} is DTP's target (seed 002 eq. 3.15)."""
-    layers = [{"size": 7, "activation": "tanh", "repeat": 3}, {"size": 4, "activation": "linear"}]
-    dyn = {"tau_t": "1 ms", "dt": "0.2 ms", "target_phase": "100 ms", "relaxation": "difference", "solver": "rk4",
-           "stop": "steady", "atol": 1e-11, "rtol": 1e-13, "target": {"mode": "gradient_step", "beta": 0.3}}
-    c = circuit(layers, dyn, algorithm={"name": "dtp", "eta_hat": 0.3}, loss="cross_entropy")
+    c = dtp_circuit()
     rule = build(c, 5, 4).double()
-    eng, _ = engine(c, 5, net=rule.net)
+    eng, net = engine(c, 5, net=rule.net)
     x, y = torch.rand(6, 5, dtype=D), torch.randint(0, 4, (6,))
-    p = run_target_phase(eng, _settled(eng, x), y)
+    p, _ = from_fixed_point(eng, net, x, y)
     assert p.target.steps < 500  # stopped at steady state
     expected = rule.targets(rule.net(x), y)
     for l in (1, 2, 3):
         torch.testing.assert_close(p.t[l], expected[l], atol=1e-10, rtol=0)
 
 
-def near_inverse_pair(relaxation, record, n=6, seed=1):
-    """A circuit x -> h_1 -> h_2 whose decoder g_2 nearly inverts f_2 on small activities;
-    unit Euler steps (dt = τ_t)."""
-    c = circuit([{"size": n, "activation": "tanh"}, {"size": n, "activation": "tanh"}],
-                {"tau_t": "1 ms", "dt": "1 ms", "target_phase": "12 ms", "relaxation": relaxation,
-                 "target": {"mode": "nudged", "beta": 0.05}, "record": {"layer1": [record]}})
+def near_inverse_pair(relaxation, record, exact=False, n=6, seed=1, phase="12 ms"):
+    """A circuit x -> h_1 -> h_2 whose decoder g_2 nearly (or, with linear layers, exactly)
+    inverts f_2; unit Euler steps (dt = τ_t)."""
+    act = "linear" if exact else "tanh"
+    c = circuit([{"size": n, "activation": "tanh"}, {"size": n, "activation": act}],
+                {"tau_t": "1 ms", "dt": "1 ms", "forward_phase": "2 ms", "target_phase": phase,
+                 "relaxation": relaxation, "target": {"mode": "nudged", "beta": 0.05}, "record": {record[0]: [record[1]]}},
+                )
+    if exact:
+        c = c.with_updates("feedback.activation=linear")
     eng, net = engine(c, n)
     g = torch.Generator().manual_seed(seed)
     W = 0.8 * torch.eye(n, dtype=D) + 0.15 * torch.randn(n, n, generator=g, dtype=D)
-    eng.w.W[1] = 0.3 * torch.eye(n, dtype=D)
-    eng.w.W[2], eng.w.V[2] = W, torch.linalg.inv(W) + 0.05 * torch.randn(n, n, generator=g, dtype=D)
-    return eng
+    params = eng.parameters()
+    params.W[1], params.W[2] = 0.3 * torch.eye(n, dtype=D), W
+    params.V[2] = torch.linalg.inv(W) + (0 if exact else 0.05 * torch.randn(n, n, generator=g, dtype=D))
+    params.c[2] = torch.zeros(n, dtype=D) if exact else 0.05 * torch.randn(n, generator=g, dtype=D)
+    eng.set_parameters(params)
+    with torch.no_grad():
+        for layer, l in zip(net.layers, (1, 2)):
+            layer.weight.copy_(params.W[l])
+    gact = (lambda v: v) if exact else torch.tanh
+    fact = (lambda v: v) if exact else torch.tanh
+    f = lambda v: fact(v @ params.W[2].T + params.b[2])  # noqa: E731
+    gdec = lambda v: gact(v @ params.V[2].T + params.c[2])  # noqa: E731
+    return eng, net, f, gdec
 
 
 def test_inverse_output_unit_euler_step_is_bengio_iteration_and_converges_geometrically():
-    eng = near_inverse_pair("inverse_output", "t")
-    m, w = eng.model, eng.w
+    eng, net, f, g = near_inverse_pair("inverse_output", ("layer1", "t"))
     x, y = 0.5 * torch.rand(2, 6, dtype=D, generator=torch.Generator().manual_seed(2)), torch.tensor([1, 4])
-    h = _settled(eng, x)
-    p = run_target_phase(eng, h, y)
+    p, h = from_fixed_point(eng, net, x, y)
     traj = p.traces[("layer1", "t")][-13:]  # onset + 12 unit steps
     # independent: seed 001 eq. iterative-tau-out-update, u <- u + g(t_2) - g(f(u)), u_0 = h_1
-    t2 = h[2] - 0.05 * 2 * (h[2] - torch.nn.functional.one_hot(y, 6).to(D))  # nudged, mse gradient
+    t2 = h[2] - 0.05 * 2 * (h[2] - F.one_hot(y, 6).to(D))  # nudged, mse gradient
     u = [h[1]]
     for _ in range(12):
-        u.append(u[-1] + w.g(m, 2, t2) - w.g(m, 2, w.f(m, 2, u[-1])))
+        u.append(u[-1] + g(t2) - g(f(u[-1])))
     torch.testing.assert_close(traj, torch.stack(u), atol=1e-13, rtol=0)
-    # geometric convergence with rate ≤ Lipschitz constant of g∘f - I, measured on the path
-    def jac_norm(v):
-        J = torch.autograd.functional.jacobian(lambda z: w.g(m, 2, w.f(m, 2, z)) - z, v)
+
+    def jac_norm(v):  # geometric convergence, rate ≤ Lipschitz constant of g∘f - I on the path
+        J = torch.autograd.functional.jacobian(lambda z: g(f(z)) - z, v)
         return torch.linalg.matrix_norm(J, ord=2).item()
+
     for b in range(2):
         steps = [(u[k + 1][b] - u[k][b]).norm().item() for k in range(12)]
         alpha = max(jac_norm(u[k][b] + s * (u[k + 1][b] - u[k][b])) for k in range(12) for s in (0.0, 0.5, 1.0))
@@ -195,54 +226,147 @@ def test_inverse_output_unit_euler_step_is_bengio_iteration_and_converges_geomet
         assert len(ratios) >= 4 and max(ratios) <= alpha * 1.05, (ratios, alpha)
 
 
-def test_inverse_input_unit_euler_step_is_bengio_iteration():
-    eng = near_inverse_pair("inverse_input", "u")
-    m, w = eng.model, eng.w
+def test_inverse_input_unit_euler_step_is_bengio_iteration_and_reads_out_g_of_u():
+    eng, net, f, g = near_inverse_pair("inverse_input", ("layer2", "u"))
     x, y = 0.5 * torch.rand(2, 6, dtype=D), torch.tensor([1, 4])
-    h = _settled(eng, x)
-    p = run_target_phase(eng, h, y)
-    t2 = h[2] - 0.05 * 2 * (h[2] - torch.nn.functional.one_hot(y, 6).to(D))
-    u = [h[2]]  # seed 001 eq. u-recurrence: u <- u + τ_y - f(g(u)), u_0 = τ_y's start h_2
+    p, h = from_fixed_point(eng, net, x, y)
+    t2 = h[2] - 0.05 * 2 * (h[2] - F.one_hot(y, 6).to(D))
+    u = [h[2]]  # seed 001 eq. u-recurrence: u <- u + τ_y - f(g(u)), u_0 = h_2
     for _ in range(12):
-        u.append(u[-1] + t2 - w.f(m, 2, w.g(m, 2, u[-1])))
-    torch.testing.assert_close(p.traces[("layer1", "u")][-13:], torch.stack(u), atol=1e-13, rtol=0)
-    torch.testing.assert_close(p.t[1], h[1] + w.g(m, 2, u[-1]) - w.g(m, 2, h[2]), atol=1e-13, rtol=0)
+        u.append(u[-1] + t2 - f(g(u[-1])))
+    torch.testing.assert_close(p.traces[("layer2", "u")][-13:], torch.stack(u), atol=1e-13, rtol=0)
+    torch.testing.assert_close(p.t[1], g(u[-1]), atol=1e-13, rtol=0)  # t_1 = g(u*), as seed 001 states
+
+
+def test_settled_inverse_input_target_is_mapped_onto_the_target_above():
+    """With an exact inverse the settled read-out t_1 = g(u*) satisfies f(t_1) = t_2."""
+    eng, net, f, g = near_inverse_pair("inverse_input", ("layer1", "t"), exact=True, phase="60 ms")
+    x, y = 0.5 * torch.rand(3, 6, dtype=D), torch.tensor([1, 4, 0])
+    p, h = from_fixed_point(eng, net, x, y)
+    t2 = h[2] - 0.05 * 2 * (h[2] - F.one_hot(y, 6).to(D))
+    assert (p.t[1] - h[1]).abs().max() > 1e-3
+    torch.testing.assert_close(f(p.t[1]), t2, atol=1e-9, rtol=0)
 
 
 # ------------------------------------------------------------------ plasticity
 
 
-@pytest.mark.parametrize("influence", [False, True])
-@pytest.mark.parametrize("relaxation", ["difference", "gradient"])
-def test_integrated_weight_change_is_dtp1_update(relaxation, influence):
-    """∫ dW_l/dt over the target phase = η (t_l - h_l) n_{l-1}ᵀ (DTP1, seed 001 eq.
-    delta-dtp-regular), times ‖t_L-h_L‖²/‖t_l-h_l‖² with the layer factor (DTP, §8)."""
-    layers = [{"size": 6, "activation": "tanh", "repeat": 2}, {"size": 4, "activation": "linear"}]
-    dyn = {"tau_t": "1 ms", "dt": "0.25 ms", "target_phase": "5 ms", "relaxation": relaxation, "solver": "rk4",
-           "plasticity": {"rule": "dtp1", "eta": 0.7, "gamma": "0 Hz", "influence": influence}}
+def test_integrated_dtp_plasticity_is_the_fast_paths_dtp_update():
+    """∫ dW_l/dt over a settled target phase (dtp: (dt_l/dt ⊙ f') ⊗ h_{l-1}) equals the fast
+    path's DTP step on the same weights and batch: -(η/2)∇‖h_l - t_l‖² below the output
+    (its layer loss is ‖·‖², ours ½‖·‖²), -ηβ ∇L at the output (target h_L - β∂L/∂h_L)."""
+    eta = 0.4
+    c = dtp_circuit("dtp", eta)
+    rule = build(c, 5, 4).double()
+    eng, net = engine(c, 5, net=rule.net)
+    x, y = torch.rand(6, 5, dtype=D), torch.randint(0, 4, (6,))
+    before = eng.parameters()
+    from_fixed_point(eng, net, x, y)
+    after = eng.parameters()
+    for p in rule.net.parameters():
+        p.grad = None
+    rule.grads(x, y, forward=True, feedback=False)
+    for l, layer in enumerate(rule.net.layers, 1):
+        scale = -eta * 0.3 if l == 4 else -eta / 2
+        torch.testing.assert_close(after.W[l] - before.W[l], scale * layer.weight.grad, atol=1e-13, rtol=1e-9)
+        torch.testing.assert_close(after.b[l] - before.b[l], scale * layer.bias.grad, atol=1e-13, rtol=1e-9)
+
+
+def one_layer_dtp1(act, beta, n_in=5, n=4):
+    """A tanh/sigmoid layer below a linear output; its DTP1 change (η = 1) from a settled
+    difference relaxation, with the layer's target, activity and the network."""
+    layers = [{"size": n, "activation": act}, {"size": 3, "activation": "linear"}]
+    dyn = {"tau_t": "1 ms", "dt": "0.2 ms", "forward_phase": "0.4 ms", "target_phase": "60 ms",
+           "relaxation": "difference", "solver": "rk4", "target": {"mode": "nudged", "beta": beta},
+           "plasticity": {"rule": "dtp1", "eta": 1.0}}
     c = circuit(layers, dyn, loss="cross_entropy")
-    eng, _ = engine(c, 5)
-    W0 = [None] + [W.clone() for W in eng.w.W[1:]]
-    x, y = torch.rand(3, 5, dtype=D), torch.tensor([0, 2, 3])
-    h = _settled(eng, x)
-    p = run_target_phase(eng, h, y)
-    n = [v / (v * v).sum(1, keepdim=True) for v in h]
-    s = ((p.t[3] - h[3]) ** 2).sum(1, keepdim=True)
-    for l in (1, 2, 3):
-        e = p.t[l] - h[l]
-        rho = s / (e * e).sum(1, keepdim=True) if influence else 1.0
-        expected = 0.7 * (rho * e).T @ n[l - 1] / 3
-        assert e.abs().max() > 1e-4  # the targets did move
-        torch.testing.assert_close(eng.w.W[l] - W0[l], expected, atol=1e-14, rtol=1e-10)
+    eng, net = engine(c, n_in, seed=2)
+    x, y = torch.rand(1, n_in, dtype=D, generator=torch.Generator().manual_seed(5)), torch.tensor([2])
+    before = eng.parameters()  # one example: DTP1 is a per-example rule (a batch applies the mean)
+    p, h = from_fixed_point(eng, net, x, y)
+    after = eng.parameters()
+    return before, after, p, h, x
 
 
-def test_no_weight_change_during_forward_phase():
+@pytest.mark.parametrize("act", ["tanh", "sigmoid"])
+def test_integrated_dtp1_moves_the_activity_onto_its_target_to_first_order(act):
+    """Seed 001 eq. delta-dtp: applying the DTP1 change of W_1 (alone) moves h_1 onto t_1 up
+    to second order: the miss ‖f(W + ΔW) - t‖ shrinks like β² while ‖t - h‖ shrinks like β."""
+    misses = []
+    for beta in (0.2, 0.1, 0.05):
+        before, after, p, h, x = one_layer_dtp1(act, beta)
+        f = torch.tanh if act == "tanh" else torch.sigmoid
+        moved = f(x @ after.W[1].T + after.b[1])
+        misses.append(((moved - p.t[1]).norm() / (p.t[1] - h[1]).norm()).item())
+    assert misses[-1] < 0.05, misses
+    assert misses[0] / misses[1] > 1.6 and misses[1] / misses[2] > 1.6, misses  # relative miss ∝ β
+
+
+def test_integrated_dtp1_equals_dtp_gn_update():
+    """For linear populations (pre-activation = activity) the continuous DTP1 change equals
+    the fast path's dtp_gn DTP1 update (normalised by ‖h_{l-1}‖² + 1 with the bias input)
+    on the same weights and targets, exactly."""
+    layers = [{"size": 5, "activation": "linear", "repeat": 2}, {"size": 3, "activation": "linear"}]
+    dyn = {"tau_t": "1 ms", "dt": "0.2 ms", "forward_phase": "0.4 ms", "target_phase": "2 ms",
+           "relaxation": "inverse_output", "solver": "rk4", "target": {"mode": "nudged", "beta": 0.2},
+           "plasticity": {"rule": "dtp1", "eta": 1.0}}
+    c = circuit(layers, dyn, loss="cross_entropy",
+                algorithm={"name": "dtp_gn", "beta": 0.2, "refine": "output", "iterations": 1,
+                           "schedule": "layerwise", "layer_scaling": False})
+    c = c.with_updates("feedback.activation=linear")
+    rule = build(c, 4, 3).double()
+    eng, net = engine(c, 4, net=rule.net)
+    x, y = torch.rand(3, 4, dtype=D), torch.tensor([0, 2, 1])
+    before = eng.parameters()
+    p, h = from_fixed_point(eng, net, x, y)
+    after = eng.parameters()
+    tau = {l: p.t[l] for l in (1, 2, 3)}  # the engine's targets, given to dtp_gn's update
+    assert all((tau[l] - h[l]).abs().max() > 1e-3 for l in (1, 2, 3))
+    for l, (dW, db) in rule.updates(h, tau).items():
+        torch.testing.assert_close(after.W[l] - before.W[l], dW, atol=1e-10, rtol=1e-7)
+        torch.testing.assert_close(after.b[l] - before.b[l], db, atol=1e-10, rtol=1e-7)
+
+
+def test_dtp1_agrees_with_dtp_gn_to_first_order_for_tanh():
+    """dtp_gn works on pre-activations: its DTP1 update with τ = atanh(t) differs from the
+    continuous one by a relative O(β)."""
+    gaps = []
+    for beta in (0.2, 0.1, 0.05):
+        before, after, p, h, x = one_layer_dtp1("tanh", beta)
+        a = x @ before.W[1].T + before.b[1]
+        tau = torch.atanh(p.t[1])
+        n = x / ((x * x).sum(1, keepdim=True) + 1)
+        dW_gn = (tau - a).T @ n / len(x)  # dtp_gn.updates' formula, written out independently
+        dW = after.W[1] - before.W[1]
+        gaps.append(((dW - dW_gn).norm() / dW_gn.norm()).item())
+    assert gaps[-1] < 0.1 and all(1.6 < gaps[i] / gaps[i + 1] < 2.4 for i in range(2)), gaps
+
+
+def test_layer_factor_rescales_each_examples_change():
+    """With `influence` the phase change of a relaxing layer is the DTP1 change rescaled by
+    ρ = ‖t_top - h_top‖²/‖t_l - h_l‖² per example (seed 001 §8)."""
+    layers = [{"size": 4, "activation": "tanh"}, {"size": 3, "activation": "linear"}]
+    dyn = {"tau_t": "1 ms", "dt": "0.2 ms", "forward_phase": "0.4 ms", "target_phase": "10 ms",
+           "relaxation": "difference", "target": {"mode": "nudged", "beta": 0.1},
+           "plasticity": {"rule": "dtp1", "eta": 1.0}}
+    x, y = torch.rand(1, 5, dtype=D), torch.tensor([2])
+    changes = []
+    for influence in (False, True):
+        c = circuit(layers, {**dyn, "plasticity": {"rule": "dtp1", "eta": 1.0, "influence": influence}})
+        eng, net = engine(c, 5, seed=1)
+        before = eng.parameters()
+        p, h = from_fixed_point(eng, net, x, y)
+        changes.append(eng.parameters().W[1] - before.W[1])
+    rho = ((p.t[2] - h[2]) ** 2).sum() / ((p.t[1] - h[1]) ** 2).sum()
+    torch.testing.assert_close(changes[1], rho * changes[0], atol=1e-13, rtol=1e-9)
+
+
+def test_no_weight_change_during_the_forward_phase():
     layers = [{"size": 6, "activation": "tanh"}, {"size": 4, "activation": "linear"}]
     c = circuit(layers, {"plasticity": {"rule": "dtp1", "eta": 1.0, "gamma": "50 Hz"}})
     eng, _ = engine(c, 5)
-    W0 = [W.clone() for W in eng.w.W[1:]]
-    h, _ = eng.forward_phase(torch.rand(3, 5, dtype=D))
-    assert all(torch.equal(a, b) for a, b in zip(W0, eng.w.W[1:]))
-    eng.forward_phase = lambda x, sample=lambda h_: None: (h, None)
-    eng.present(h[0], torch.tensor([0, 1, 2]))
-    assert not torch.equal(W0[0], eng.w.W[1])  # ... while the target phase does change them
+    before = eng.parameters()
+    eng.settle(torch.rand(3, 5, dtype=D), 100)
+    assert all(torch.equal(before.W[l], eng.parameters().W[l]) for l in (1, 2))
+    eng.present(torch.rand(3, 5, dtype=D), torch.tensor([0, 1, 2]))
+    assert not torch.equal(before.W[1], eng.parameters().W[1])  # ... while the target phase does change them

@@ -237,8 +237,10 @@ class Builder:
         projections = {}
         for l in range(1, L + 1):
             projections[self.fwd(l)] = Projection(self.fwd(l), layer_name(l - 1), layer_name(l), "forward", l)
-        for l in range(2, L + 1):
-            projections[self.fb(l)] = Projection(self.fb(l), layer_name(l), layer_name(l - 1), "feedback", l)
+        used = {c.projection for c in self.couplings.values()} | {s.scope for s in self.statements}
+        for l in range(2, L + 1):  # the feedback pathways g_l the equations use
+            if self.fb(l) in used:
+                projections[self.fb(l)] = Projection(self.fb(l), layer_name(l), layer_name(l - 1), "feedback", l)
         if self.loss == "cross_entropy":
             projections[f"pool.layer{L}"] = Projection(f"pool.layer{L}", layer_name(L), layer_name(L), "pool", L)
         constants = {"tau_f": (spec.tau_f, "second"), "tau_t": (spec.tau_t, "second"),
