@@ -4,10 +4,9 @@ import pytest
 import yaml
 
 from biotp.circuit import load_circuit, parse_circuit
-from biotp.dynamics import model as M
+from biotp.dynamics.model import build_model
 from biotp.dynamics.units import parse_quantity
 from biotp.errors import ConfigError
-from biotp.network import Network
 
 LAYERS = {"layers": [{"size": 4, "activation": "tanh"}, {"size": 3, "activation": "linear"}]}
 
@@ -52,22 +51,88 @@ def test_unknown_key_is_an_error():
         parse_circuit({"network": LAYERS, "dynamics": {"tau_x": "1 ms"}})
 
 
-@pytest.mark.parametrize("relaxation, rhs", [
-    ("gradient", "back"), ("difference", "-t + h + gt - gh"), ("inverse_output", "gt - gft"),
-    ("inverse_input", "tup - fgu"),
+@pytest.mark.parametrize("relaxation, rhs, couplings", [
+    ("gradient", "back", {("back", "forward.layer2", "ec", "pre", 1), ("at", "forward.layer2", "tgt", "post", 0)}),
+    ("difference", "-tgt + h + 1 / (1 + exp(-(vt + c))) - 1 / (1 + exp(-(vh + c)))",
+     {("vt", "feedback.layer2", "tgt", "post", 0), ("vh", "feedback.layer2", "h", "post", 0)}),
+    ("inverse_output", "1 / (1 + exp(-(vt + c))) - 1 / (1 + exp(-(vft + c)))",
+     {("vt", "feedback.layer2", "tgt", "post", 0), ("vft", "feedback.layer2", "ft", "post", 1)}),
+    ("inverse_input", None, {("vu", "feedback.layer2", "u", "post", 0), ("agu", "forward.layer2", "tgt", "post", 1),
+                             ("vudot", "feedback.layer2", "udot", "post", 2)}),
 ])
-def test_equations_as_data(relaxation, rhs):
+def test_equations_as_data(relaxation, rhs, couplings):
+    """Each relaxation is an entry of the catalogue: equation text with units, and the
+    summed couplings it needs (who receives what, through which projection, at which stage)."""
     c = parse_circuit({"network": {"layers": [{"size": 4, "activation": "sigmoid", "repeat": 2},
                                               {"size": 3, "activation": "relu"}]},
                        "dynamics": {"relaxation": relaxation}})
-    model = M.build_model(c.dynamics, Network(c, 5, with_feedback=True))
-    assert model.top == 3 and model.relaxing == [2, 1]
-    assert model.forward[1].text == "fwd * (-h + 1 / (1 + exp(-a))) / tau_f"
-    assert model.forward[3].text == "fwd * (-h + clip(a, 0, inf)) / tau_f"
-    assert model.target[1].text == f"on * ({rhs}) / tau_t"
+    model = build_model(c, 5)
+    assert model.relaxing == [2, 1] and model.targeted == [1, 2, 3]
+    eqs = model.populations["layer1"].equations.splitlines()
+    assert "hdot = fwd * (1 - hold_h) * (-h + 1 / (1 + exp(-(a + b + I_h)))) / tau_f" \
+           " + sigma_h * sqrt(2 / (tau_f * dt)) * noise_h : 1/second" in eqs
+    assert "hdot = fwd * (1 - hold_h) * (-h + ((a + b + I_h) + abs(a + b + I_h)) / 2) / tau_f" \
+           " + sigma_h * sqrt(2 / (tau_f * dt)) * noise_h : 1/second" in model.populations["layer3"].equations.splitlines()
+    if rhs is None:  # inverse_input: t_1 = g_2(u) is read out; u lives in layer 2
+        assert "tgt = 1 / (1 + exp(-(vu + c))) : 1" in eqs
+        assert "udot = on_u * (tgt - 1 / (1 + exp(-(agu + b)))) / tau_t : 1/second" in \
+               model.populations["layer2"].equations.splitlines()
+    else:
+        assert f"tdot = on * (1 - hold_t) * ({rhs} + I_t) / tau_t + sigma_t * sqrt(2 / (tau_t * dt)) * noise_t" \
+               " : 1/second" in eqs
+    into_layer1 = {(k.target, k.projection, k.source, k.direction, k.stage) for k in model.couplings
+                   if model.projections[k.projection].layer == 2 and k.weighted}
+    assert couplings <= into_layer1
 
 
-def test_gradient_step_top_leaves_the_output_alone():
+def test_gradient_step_top_steps_both_the_penultimate_and_the_output_target():
     c = parse_circuit({"network": LAYERS, "dynamics": {"target": {"mode": "gradient_step"}}})
-    model = M.build_model(c.dynamics, Network(c, 5, with_feedback=True))
-    assert model.top == 1 and model.relaxing == []
+    model = build_model(c, 5)
+    assert model.relaxing == [] and model.targeted == [1, 2]
+    onset = {(s.scope, s.var): s.expr for s in model.statements if s.event == "onset" and s.order == 5}
+    assert onset[("layer1", "tgt")] == "hold_t * clamp_t + (1 - hold_t) * (h - beta * gL)"
+    assert onset[("layer2", "tgt")] == "hold_t * clamp_t + (1 - hold_t) * (h - beta * dL)"
+
+
+def test_user_equations_join_the_population_and_bad_ones_are_clear_errors():
+    extra = {"equations": "dA/dt = (h - A) / tau_a : 1\nI_h = -g_a * A : 1", "parameters": {"tau_a": "50 ms", "g_a": 0.5}}
+    c = parse_circuit({"network": LAYERS, "dynamics": {"populations": {"layer1": extra}}}, "c.yaml")
+    pop = build_model(c, 5).populations["layer1"]
+    assert "dA/dt = (h - A) / tau_a : 1" in pop.equations and "I_h = 0 : 1" not in pop.equations
+    assert pop.parameters == {"tau_a": (pytest.approx(0.05), "second"), "g_a": (0.5, "1")}
+    for bad, message in [
+        ("dA/dt = h - A : 1", r"c\.yaml: dynamics\.populations\.layer1: .*'dA/dt = h - A : 1'.*units"),
+        ("fwd = 2 : 1", r"layer1\.equations: 'fwd = 2 : 1' redefines the built-in variable 'fwd'"),
+        ("dA/dt = (h - A) / tau_q : 1", r"layer1: .*tau_q"),
+        ("A = h +* 2 : 1", r"layer1: "),
+    ]:
+        c = parse_circuit({"network": LAYERS, "dynamics": {"populations": {"layer1": {"equations": bad}}}}, "c.yaml")
+        with pytest.raises(ConfigError, match=message):
+            build_model(c, 5)
+    with pytest.raises(ConfigError, match=r"c\.yaml: dynamics\.populations\.layer1\.parameters\.tau_a: .*got True"):
+        parse_circuit({"network": LAYERS, "dynamics": {"populations": {"layer1": {
+            "equations": "dA/dt = -A / tau_a : 1", "parameters": {"tau_a": True}}}}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"parameters\.tau_a: '5 parsec': expected a number or a quantity"):
+        build_model(parse_circuit({"network": LAYERS, "dynamics": {"populations": {"layer1": {
+            "equations": "dA/dt = -A / tau_a : 1", "parameters": {"tau_a": "5 parsec"}}}}}, "c.yaml"), 5)
+
+
+def test_misnamed_populations_and_variables_list_what_exists():
+    c = parse_circuit({"network": LAYERS, "dynamics": {"record": {"layer9": ["h"]}}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"dynamics\.record\.layer9: no population 'layer9'; the circuit's "
+                                          r"populations are input, layer1, layer2"):
+        build_model(c, 5)
+    c = parse_circuit({"network": LAYERS, "dynamics": {"record": {"layer1": ["zz"]}}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"population 'layer1' has no variable 'zz'; its variables are .*\bh\b"):
+        build_model(c, 5)
+    c = parse_circuit({"network": LAYERS, "dynamics": {"populations": {"layer7": {"equations": "x : 1"}}}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"dynamics\.populations: no population 'layer7'"):
+        build_model(c, 5)
+
+
+def test_non_dense_circuits_are_refused_naming_the_layer():
+    c = parse_circuit({"network": {"layers": [{"type": "conv", "channels": 2, "kernel": 3},
+                                              {"size": 3, "activation": "linear"}]}}, "c.yaml")
+    with pytest.raises(ConfigError, match=r"c\.yaml: network\.layers: layer 1 is 'conv'; the continuous-time "
+                                          "model has dense populations only"):
+        build_model(c, 25)

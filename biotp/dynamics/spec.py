@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, StrictFloat, StrictInt, StrictStr, model_validator
 
 from biotp.circuit import Spec
 
@@ -89,7 +89,7 @@ class PopulationSpec(Spec):
     constants of those equations, a number (dimensionless) or a quantity such as '50 ms'."""
 
     equations: str = ""
-    parameters: dict[str, float | str] = Field(default_factory=dict)
+    parameters: dict[str, StrictFloat | StrictInt | StrictStr] = Field(default_factory=dict)
 
 
 class DynamicsSpec(Spec):

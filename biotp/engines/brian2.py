@@ -323,8 +323,8 @@ class Brian2Engine(Engine):
                 monitored.setdefault(pop, set()).update({"hdot"} if pop != "input" else set())
                 if pop in rate_of:
                     monitored[pop].add(rate_of[pop])
-            else:
-                monitored.setdefault(pop, set()).add(name)
+            else:  # a target equals its activity until the onset
+                monitored.setdefault(pop, set()).update({name, "h"} if var == "t" else {name})
         self.monitors = [b2.StateMonitor(self.groups[pop], sorted(vs), record=True, when="groups", order=MONITOR,
                                          name=f"monitor_{pop}*") for pop, vs in monitored.items() if vs]
         self.net.add(*self.monitors)
@@ -332,6 +332,10 @@ class Brian2Engine(Engine):
                              | {(p, "h") for p in self.groups} | {(p, "tgt") for p in list(self.groups)[1:]}
                              | {(p, "hdot") for p in list(self.groups)[1:]}
                              | {(p, v) for p, v in rate_of.items()})
+        beta = perturbation.beta if perturbation.beta is not None else spec.target.beta
+        for ns in list(self.tables.values()) + self.namespaces:  # the top target's step, this presentation's
+            if "beta" in ns:
+                ns["beta"] = beta
         n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
         steady = spec.stop == "steady"
         examples = []
@@ -430,7 +434,7 @@ class Brian2Engine(Engine):
                     last = ex["final"].get((pop, rate_of.get(pop, "")))
                     rows.append(np.linalg.norm(last, keepdims=True) if last is not None else np.zeros(1))
                 else:
-                    rows = series(name, name)
+                    rows = series("h" if var == "t" else name, name)
                     rows.append(ex["final"][(pop, name)])
                 per_example.append(np.stack(rows))
             traces[(pop, var)] = torch.from_numpy(np.stack(per_example, axis=1))

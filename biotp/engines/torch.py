@@ -26,6 +26,10 @@ FUNCTIONS = {"tanh": "torch.tanh", "exp": "torch.exp", "log": "torch.log", "sqrt
              "sign": "torch.sign", "sin": "torch.sin", "cos": "torch.cos", "clip": "torch.clamp"}
 
 
+def _f64(value) -> torch.Tensor:
+    return torch.as_tensor(value, dtype=torch.float64)
+
+
 def to_torch(expr: sympy.Expr, constants: dict) -> str:
     """Python source of `expr` over torch tensors: symbols read from the scope `s`, units
     and constants in `constants` inlined as numbers."""
@@ -36,8 +40,8 @@ def _code(expr: sympy.Expr, constants: dict, wrap: str = "") -> str:
     if expr.is_Symbol:
         name = str(expr)
         return repr(constants[name]) if name in constants else f"s[{name!r}]"
-    if not wrap and not expr.free_symbols and not expr.is_Number:  # a constant: folded
-        return repr(float(eval(_code(expr, constants, "torch.as_tensor"), {"torch": torch})))  # noqa: S307
+    if not wrap and not expr.free_symbols and not expr.is_Number:  # a constant: folded (in float64)
+        return repr(float(eval(_code(expr, constants, "_f64"), {"torch": torch, "_f64": _f64})))  # noqa: S307
     if expr.is_Number:
         return f"float({repr(float(expr))!r})" if math.isinf(float(expr)) else repr(float(expr))
     if expr is sympy.pi:
@@ -459,8 +463,8 @@ class TorchEngine(Engine):
                     r = k.get(pop, {}).get("h" if self.base[pop].get("fwd") else moving.get(pop))
                     val = r.norm(dim=1, keepdim=True) if r is not None else torch.zeros((self.B, 1), dtype=self.dtype,
                                                                                           device=self.device)
-                else:
-                    val = scopes[pop][name]
+                else:  # a target equals its activity until the onset
+                    val = scopes[pop]["h" if var == "t" and self.base[pop].get("fwd") else name]
                     if not torch.is_tensor(val) or val.dim() < 2:
                         val = torch.as_tensor(val, dtype=self.dtype, device=self.device).expand(self.B, self.pops[pop].size)
                 traces[(pop, var)].append(val.detach().clone())
