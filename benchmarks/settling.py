@@ -16,11 +16,9 @@ import time
 
 import torch
 
-from biotp.algorithms.base import Loss
 from biotp.circuit import parse_circuit
-from biotp.dynamics import model as M
-from biotp.engines.torch import TorchEngine
 from biotp.network import Network
+from biotp.simulation import build
 
 D = torch.float64
 
@@ -34,13 +32,8 @@ def circuit(plastic: bool, **dyn):
     return parse_circuit({"network": {"layers": layers}, "loss": "cross_entropy", "dynamics": spec}, "<benchmark>")
 
 
-def make(c, net, backend="torch", codegen="numpy"):
-    model, w = M.build_model(c.dynamics, net), M.Weights.of(net, D)
-    if backend == "torch":
-        return TorchEngine(model, w, Loss("cross_entropy", 10))
-    from biotp.engines.brian2 import Brian2Engine
-
-    return Brian2Engine(model, w, Loss("cross_entropy", 10), codegen=codegen)
+def make(c, net, backend="torch", codegen="numpy", dtype=D):
+    return build(c, backend, 784, dtype=dtype, codegen=codegen, net=net)[1]
 
 
 def throughput(engine, x, y, batch):
@@ -79,7 +72,7 @@ def main():
     rate, nf, nt, _ = throughput(make(c, net), x, y, 128)
     rows.append(("settle  torch batch 128", rate))
     c32 = circuit(False, dtype="float32")
-    e32 = TorchEngine(M.build_model(c32.dynamics, net), M.Weights.of(net, torch.float32), Loss("cross_entropy", 10))
+    e32 = make(c32, net, dtype=torch.float32)
     rows.append(("settle  torch batch 128, float32", throughput(e32, x.float(), y, 128)[0]))
     rate1, nf1, nt1, _ = throughput(make(c, net), x[: args.small], y[: args.small], 1)
     rows.append(("settle  torch batch 1", rate1))

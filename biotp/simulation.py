@@ -42,7 +42,7 @@ class SimulationRun:
     traces: dict  # population -> variable -> [time, example, neuron]
     settling: dict  # name -> array
     summary: dict
-    weights: object = None  # biotp.dynamics.model.Weights after the stream
+    weights: object = None  # biotp.engines.base.Parameters after the stream
     path: Path | None = None
 
     def summary_text(self) -> str:
