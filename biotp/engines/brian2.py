@@ -184,98 +184,78 @@ class Brian2Engine(Engine):
 
     # ------------------------------------------------------------------ running
     def _set(self, group: str, var: str, value) -> None:
-        G = self.groups[group]
-        if var in G.variables:
-            G.variables[var].set_value(np.broadcast_to(np.asarray(value, dtype=float), G.variables[var].get_value().shape).copy()
-                                       if not G.variables[var].scalar else float(value))
+        """Set a variable of a group where it exists (a per-neuron value broadcasts)."""
+        v = self.groups[group].variables.get(var)
+        if v is not None:
+            v.set_value(float(value) if v.scalar else np.broadcast_to(np.asarray(value, dtype=float), v.size).copy())
 
     def _gates(self, **gates) -> None:
-        for G in self.groups.values():
-            for g, v in gates.items():
-                if g in G.variables:
-                    G.variables[g].set_value(float(v))
+        for name in self.groups:
+            for g, value in gates.items():
+                self._set(name, g, value)
 
-    def _run(self, steps: int, *, monitors=(), updaters=True, runners=(), check=None, read=False) -> int:
-        """Run `steps` steps with the given monitors and event runners on; `updaters` True
-        (every ODE), "groups" (the populations' only: an event step) or False (a read step);
-        returns how many steps ran before a steady state stopped them."""
-        b2 = self.b2
-        for m in self.monitors:
-            m.active = m in monitors
+    def _run(self, steps: int, *, monitors=False, updaters=True, runners=(), check=None, read=False) -> int:
+        """Run `steps` steps with the monitors on or off and the given event runners on;
+        `updaters` True (every ODE), "groups" (the populations' only: an event step) or
+        False (a read step, where nothing moves); `check` [(population, var)] stops the run
+        at steady state, `read` keeps the values `_read` takes.  Returns the steps run."""
+        for m in self.monitors.values():
+            m.active = monitors
         for r in self.runners["feedback"] + self.runners["onset"]:
             r.active = r in runners
-        for obj in self.groups.values():
-            obj.state_updater.active = bool(updaters)
-        for obj in self.synapses.values():  # in event steps ("groups") the weights' ODEs stand still
-            if getattr(obj, "state_updater", None) is not None:
-                obj.state_updater.active = updaters is True
+        for G in self.groups.values():
+            G.state_updater.active = bool(updaters)
+        for S in self.synapses.values():  # in event steps the weights' ODEs stand still
+            if S.state_updater is not None:
+                S.state_updater.active = updaters is True
         self.checker.active, self.reader.active = check is not None, read
         self.check = {"moving": check or [], "steps": 0, "stopped": None}
-        if steps:
-            self.net.run(steps * self.dt, namespace={})
+        self.net.run(steps * self.dt, namespace={})
         stopped = self.check["stopped"]
-        if stopped is not None:  # the state as the check found it
-            for (obj, var), value in stopped["state"].items():
-                obj.variables[var].set_value(value)
-            return stopped["steps"]
-        return steps
+        if stopped is None:
+            return steps
+        for (obj, var), value in stopped["state"].items():  # the state as the check found it
+            obj.variables[var].set_value(value)
+        return stopped["steps"]
 
     def _check(self) -> None:
-        """At steady state (‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable): keep the
-        state as it is now and stop the run."""
+        """Each step: at steady state (‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable)
+        keep the state as it is now, before this step's update, and stop the run."""
         spec, c = self.spec, self.check
         for pop, var in c["moving"]:
             G = self.groups[pop]
-            rate = np.asarray(getattr(G, RATE[var])[:])
-            value = np.asarray(G.variables[var].get_value())
+            rate, value = np.asarray(getattr(G, RATE[var])[:]), np.asarray(G.variables[var].get_value())
             if np.linalg.norm(rate) > spec.atol + spec.rtol * np.linalg.norm(value):
                 c["steps"] += 1
                 return
-        state = {}
-        for obj in list(self.groups.values()) + list(self.synapses.values()):
-            for var in obj.equations.diff_eq_names if hasattr(obj, "equations") else []:
-                state[(obj, var)] = obj.variables[var].get_value().copy()
-        c["stopped"] = {"steps": c["steps"], "state": state}
+        objects = list(self.groups.values()) + list(self.synapses.values())
+        c["stopped"] = {"steps": c["steps"], "state": {(obj, var): obj.variables[var].get_value().copy()
+                                                        for obj in objects for var in obj.equations.diff_eq_names}}
         self.net.stop()
 
     def _read(self) -> None:
-        self.values = {(pop, var): np.array(getattr(self.groups[pop], var)[:], dtype=float)
-                       for pop, var in self.wanted}
-
-    def settle(self, x, steps, h0=None) -> list:
-        x = x.flatten(1).double().cpu().numpy()
-        out = []
-        self.monitors = []
-        for k in range(len(x)):
-            self._reset(x[k], None, Perturbation(h0=h0), k)
-            self._gates(fwd=1.0)
-            self._run(steps)
-            out.append([np.array(G.h[:]) for G in self.groups.values()])
-        return [torch.from_numpy(np.stack([o[l] for o in out])) for l in range(len(self.groups))]
+        """The read step: every wanted value, with this step's summed variables."""
+        self.values = {(pop, var): np.array(getattr(self.groups[pop], var)[:], dtype=float) for pop, var in self.wanted}
 
     def _reset(self, x, label, perturbation: Perturbation, k: int) -> None:
-        """Example k: every per-neuron variable at rest, the stimulus, the label, gates off."""
+        """Example k: every variable of the examples (not b, c) at rest, switches off, the
+        stimulus, the label, the initial state and clamps, the lesions."""
         for name, G in self.groups.items():
-            for var, v in G.variables.items():
-                if (getattr(v, "read_only", True) or var.startswith("_") or var in SHARED or var in ("t0",)
-                        or not hasattr(v, "set_value") or var in ("t", "dt", "i", "N", "t_in_timesteps", "lastspike")):
-                    continue
-                v.set_value(0.0 if v.scalar else np.zeros(v.get_value().shape))
+            for var, eq in G.equations.items():
+                if eq.type != "subexpression" and var not in SHARED:
+                    self._set(name, var, 0.0)
         self.groups["input"].h = x
-        if perturbation.h0:
-            for pop, value in perturbation.h0.items():
-                self._set(pop, "h", value[k].double().cpu().numpy())
+        for pop, value in (perturbation.h0 or {}).items():
+            self._set(pop, "h", _example(value, k))
         if label is not None:
             self._set(f"layer{self.model.L}", "label", label)
         for pop, value in perturbation.clamped("forward", "h").items():
-            v = _example(value, k)
-            self._set(pop, "h", v)
+            self._set(pop, "h", _example(value, k))
             if pop != "input":
-                self._set(pop, "clamp_h", v)
+                self._set(pop, "clamp_h", _example(value, k))
                 self._set(pop, "hold_h", 1.0)
-        for S in self.synapses.values():
-            S.plastic = 0.0
         for name, S in self.synapses.items():
+            S.plastic = 0.0
             mask = perturbation.lesion.get(name)
             S.alive = 1.0 if mask is None else (~mask.bool()).double().cpu().numpy().ravel()
 
@@ -299,6 +279,20 @@ class Brian2Engine(Engine):
             self._set(name, "plastic_b", 0.0 if f"forward.layer{pop.index}" in blocked else value)
             self._set(name, "plastic_c", 0.0 if f"feedback.layer{pop.index + 1}" in blocked else value)
 
+    def _moving(self, l: int) -> tuple[str, str]:
+        """(population, variable) whose relaxation makes layer l's target."""
+        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
+
+    def settle(self, x, steps, h0=None) -> list:
+        x = x.flatten(1).double().cpu().numpy()
+        self.monitors, out = {}, []
+        for k in range(len(x)):
+            self._reset(x[k], None, Perturbation(h0=h0), k)
+            self._gates(fwd=1.0)
+            self._run(steps)
+            out.append([np.array(G.h[:]) for G in self.groups.values()])
+        return [torch.from_numpy(np.stack([o[l] for o in out])) for l in range(len(self.groups))]
+
     def present(self, x, y, record=None, perturbation=None) -> Presentation:
         model, spec, b2 = self.model, self.spec, self.b2
         perturbation = perturbation or Perturbation()
@@ -308,59 +302,70 @@ class Brian2Engine(Engine):
         record = spec.record if record is None else record
         names = {(pop, var): model.variable(pop, var, "record") for pop, vs in record.items() for var in vs}
         x = x.flatten(1).double().cpu().numpy()
-        L = model.L
-        if y is not None and not y.is_floating_point():
-            labels = np.eye(model.populations[f"layer{L}"].size)[y.cpu().numpy()]
-        else:
-            labels = None if y is None else y.double().cpu().numpy()
-        rate_of = {}
-        for l in model.relaxing:
-            pop, var = self._moving(l)
-            rate_of[pop] = RATE[var]
-        monitored = {}
+        out = model.populations[f"layer{model.L}"].size
+        labels = None if y is None else (y.double().cpu().numpy() if y.is_floating_point()
+                                         else np.eye(out)[y.cpu().numpy()])
+        self.rates = {self._moving(l)[0]: RATE[self._moving(l)[1]] for l in model.relaxing}
+        monitored: dict[str, set] = {}
         for (pop, var), name in names.items():
-            if var == "r":
-                monitored.setdefault(pop, set()).update({"hdot"} if pop != "input" else set())
-                if pop in rate_of:
-                    monitored[pop].add(rate_of[pop])
-            else:  # a target equals its activity until the onset
-                monitored.setdefault(pop, set()).update({name, "h"} if var == "t" else {name})
-        self.monitors = [b2.StateMonitor(self.groups[pop], sorted(vs), record=True, when="groups", order=MONITOR,
-                                         name=f"monitor_{pop}*") for pop, vs in monitored.items() if vs]
-        self.net.add(*self.monitors)
-        self.wanted = sorted({(pop, v) for pop, vs in monitored.items() for v in vs}
-                             | {(p, "h") for p in self.groups} | {(p, "tgt") for p in list(self.groups)[1:]}
-                             | {(p, "hdot") for p in list(self.groups)[1:]}
-                             | {(p, v) for p, v in rate_of.items()})
+            for phase in ("forward", "target"):
+                source = self._source(pop, var, name, phase)
+                if source is not None:
+                    monitored.setdefault(pop, set()).add(source)
+        self.monitors = {pop: b2.StateMonitor(self.groups[pop], sorted(vs), record=True, when="groups", order=MONITOR,
+                                              name=f"monitor_{pop}*") for pop, vs in monitored.items()}
+        self.net.add(*self.monitors.values())
+        pops = list(self.groups)
+        self.wanted = {(p, "h") for p in pops} | {(p, v) for p in pops[1:] for v in ("tgt", "hdot")} | \
+            set(self.rates.items()) | {(p, v) for p, vs in monitored.items() for v in vs}
         beta = perturbation.beta if perturbation.beta is not None else spec.target.beta
         for ns in list(self.tables.values()) + self.namespaces:  # the top target's step, this presentation's
             if "beta" in ns:
                 ns["beta"] = beta
-        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
-        steady = spec.stop == "steady"
-        examples = []
         try:
-            for k in range(len(x)):
-                examples.append(self._example(x[k], None if labels is None else labels[k], perturbation, k, n_f, n_t,
-                                              steady, rate_of))
+            examples = [self._example(x[k], None if labels is None else labels[k], perturbation, k)
+                        for k in range(len(x))]
         finally:
-            self.net.remove(*self.monitors)
-        return self._collect(examples, names, rate_of, n_f, n_t)
+            self.net.remove(*self.monitors.values())
+        traces = {key: torch.from_numpy(np.stack([self._trace(ex, key, name) for ex in examples], axis=1))
+                  for key, name in names.items()}
+        h = [torch.from_numpy(np.stack([ex["final"][(p, "h")] for ex in examples])) for p in pops]
+        t = [h[0]] + [torch.from_numpy(np.stack([ex["final"][(p, "tgt")] for ex in examples])) for p in pops[1:]]
+        worst = lambda key: {l: max(ex[key][l] for ex in examples) for l in examples[0][key]}  # noqa: E731
+        return Presentation(h, t, Phase(max(ex["f_steps"] for ex in examples), worst("fres")),
+                            Phase(max(ex["t_steps"] for ex in examples), worst("tres")), traces)
 
-    def _example(self, x, label, perturbation, k, n_f, n_t, steady, rate_of) -> dict:
+    def _source(self, pop: str, var: str, name: str, phase: str) -> str | None:
+        """The monitored variable behind a recorded one in a phase: a target is its activity
+        before the onset; the residual r is the norm of the moving variable's rate."""
+        if var == "r":
+            return ("hdot" if pop != "input" else None) if phase == "forward" else self.rates.get(pop)
+        return "h" if var == "t" and phase == "forward" else name
+
+    def _example(self, x, label, perturbation: Perturbation, k: int) -> dict:
+        """One example's presentation (the module docstring's timeline); what it recorded."""
         model, spec = self.model, self.spec
         pops = list(self.groups)
+        n_f, n_t = spec.steps(spec.forward_phase), spec.steps(spec.target_phase)
+        steady = spec.stop == "steady"
         self._reset(x, label, perturbation, k)
-        marks = [len(m.t) for m in self.monitors]
+        segments = []
+
+        def phase(name, steps, moving):
+            start = {pop: len(m.t) for pop, m in self.monitors.items()}
+            done = self._run(steps, monitors=True, check=moving if steady else None)
+            segments.append((name, start, done + (done < steps), steps))
+            self._gates(sigma_h=0.0, sigma_t=0.0)
+            self._run(1, updaters=False, read=True)  # the end of the phase, as the torch engine reads it
+            return done
+
         # forward phase
         self._gates(fwd=1.0)
         self._noise(perturbation, "forward", k)
-        f_steps = self._run(n_f, monitors=self.monitors, check=[(p, "h") for p in pops[1:]] if steady else None)
-        self._gates(sigma_h=0.0, sigma_t=0.0)
-        self._run(1, updaters=False, read=True)
-        self._gates(fwd=0.0)
+        f_steps = phase("forward", n_f, [(p, "h") for p in pops[1:]])
         fres = {l: float(np.linalg.norm(self.values[(p, "hdot")])) for l, p in enumerate(pops) if l}
-        # events
+        self._gates(fwd=0.0)
+        # events: feedback plasticity, the targets' onset
         for pop, value in perturbation.clamped("target", "h").items():
             self._set(pop, "h", _example(value, k))
         self._switch(perturbation.blocked, 1.0)
@@ -369,85 +374,47 @@ class Brian2Engine(Engine):
             self._set(pop, "clamp_t", _example(value, k))
             self._set(pop, "hold_t", 1.0)
         self._run(1, runners=self.runners["onset"], updaters="groups")
-        # target phase
+        # target phase, block by block
         self._noise(perturbation, "target", k)
         blocks = model.layer_blocks() or [[]]
-        t_steps, tres, segments = 0, {}, []
+        t_steps, tres = 0, {}
         for i, block in enumerate(blocks):
             steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
             for l in model.relaxing:
                 pop, var = self._moving(l)
                 self._set(pop, "on_u" if var == "u" else "on", 1.0 if l in block else 0.0)
-            start = [len(m.t) for m in self.monitors]
-            done = self._run(steps, monitors=self.monitors, check=[self._moving(l) for l in block] if steady else None)
-            segments.append((start, done, steps))
-            t_steps += done
-            self._gates(sigma_h=0.0, sigma_t=0.0)
-            self._run(1, updaters=False, read=True)
+            t_steps += phase("target", steps, [self._moving(l) for l in block])
             for l in block:
                 pop, var = self._moving(l)
                 tres[l] = float(np.linalg.norm(self.values[(pop, RATE[var])]))
         self._switch(perturbation.blocked, 0.0)
-        final = dict(self.values)
-        return {"marks": marks, "f_steps": f_steps, "segments": segments, "t_steps": t_steps,
-                "fres": fres, "tres": tres, "final": final}
+        return {"segments": segments, "f_steps": f_steps, "t_steps": t_steps, "fres": fres, "tres": tres,
+                "final": dict(self.values)}
 
-    def _moving(self, l: int) -> tuple[str, str]:
-        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
-
-    def _collect(self, examples, names, rate_of, n_f, n_t) -> Presentation:
-        """Traces [time, example, neuron] sampled every record_every steps (held after a
-        steady stop), the final state appended; the statistics as the torch engine's."""
+    def _trace(self, ex: dict, key: tuple, name: str) -> np.ndarray:
+        """[time, neuron] of one recorded variable in one example: every `record_every`th
+        step of each phase (the last state held after a steady stop), then the final state."""
+        pop, var = key
         every = self.spec.record_every
-        pops = list(self.groups)
-        mon = {m.source.name: m for m in self.monitors}
-        traces = {}
-        for (pop, var), name in names.items():
-            per_example = []
-            for ex in examples:
-                m = mon.get(pop)
-
-                def take(v, a, n, total):
-                    data = np.asarray(getattr(m, v))[:, a:a + n].T  # [time, neuron]
-                    rows = [data[s] for s in range(0, n, every)]
-                    while len(rows) < -(-total // every):
-                        rows.append(data[n - 1] if n else data[-1])
-                    return rows
-
-                def series(v_forward, v_target):
-                    rows = []
-                    if v_forward is not None:
-                        rows += take(v_forward, ex["marks"][list(mon).index(pop)], ex["f_steps"] + (ex["f_steps"] < n_f), n_f)
-                    for start, done, steps in ex["segments"]:
-                        if v_target is not None:
-                            rows += take(v_target, start[list(mon).index(pop)], done + (done < steps), steps)
-                    return rows
-
-                if var == "r":
-                    fwd = series("hdot" if pop != "input" else None, None)
-                    size = len(fwd[0]) if fwd else 1
-                    tgt = series(None, rate_of[pop]) if pop in rate_of else [np.zeros(size)] * sum(
-                        -(-s // every) for _, _, s in ex["segments"])
-                    rows = [np.linalg.norm(r, keepdims=True) for r in fwd] + [np.linalg.norm(r, keepdims=True) for r in tgt]
-                    if pop == "input":
-                        rows = [np.zeros(1)] * (-(-n_f // every)) + rows
-                    last = ex["final"].get((pop, rate_of.get(pop, "")))
-                    rows.append(np.linalg.norm(last, keepdims=True) if last is not None else np.zeros(1))
-                else:
-                    rows = series("h" if var == "t" else name, name)
-                    rows.append(ex["final"][(pop, name)])
-                per_example.append(np.stack(rows))
-            traces[(pop, var)] = torch.from_numpy(np.stack(per_example, axis=1))
-        last = examples
-        h = [torch.from_numpy(np.stack([ex["final"][(p, "h")] for ex in last])) for p in pops]
-        t = [h[0]] + [torch.from_numpy(np.stack([ex["final"][(p, "tgt")] for ex in last])) for p in pops[1:]]
-        worst = lambda key: {l: max(ex[key][l] for ex in last) for l in last[0][key]}  # noqa: E731
-        fphase = Phase(max(ex["f_steps"] for ex in last), worst("fres"))
-        tphase = Phase(max(ex["t_steps"] for ex in last), worst("tres"))
-        return Presentation(h, t, fphase, tphase, traces)
+        rows = []
+        for phase, start, recorded, steps in ex["segments"]:
+            source = self._source(pop, var, name, phase)
+            want = -(-steps // every)
+            if source is None:
+                rows += [np.zeros(1)] * want
+                continue
+            data = np.asarray(getattr(self.monitors[pop], source))[:, start[pop] : start[pop] + recorded].T
+            if var == "r":
+                data = np.linalg.norm(data, axis=1, keepdims=True)
+            taken = list(data[::every])
+            rows += taken + [data[-1]] * (want - len(taken))
+        final = ex["final"].get((pop, self._source(pop, var, name, "target"))) if var == "r" else ex["final"][(pop, name)]
+        if var == "r":
+            final = np.zeros(1) if final is None else np.linalg.norm(final, keepdims=True)
+        return np.stack(rows + [final])
 
 
 def _example(value, k: int):
-    """Example k's row of a clamp value (a scalar, a vector or [batch, n])."""
+    """Example k's row of a value (a scalar, a vector or [batch, n])."""
     v = value.double().cpu().numpy() if torch.is_tensor(value) else np.asarray(value, dtype=float)
     return v[k] if v.ndim == 2 and v.shape[0] > 1 else (v[0] if v.ndim == 2 else v)
