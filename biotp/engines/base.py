@@ -118,16 +118,17 @@ class Perturbation:
         return Perturbation(self.clamp, self.noise, xi, self.lesion, self.blocked, self.beta, self.h0)
 
     def check(self, model) -> None:
-        """Every name exists and every intervention is one the model's equations have."""
-        for (phase, var, pop) in list(self.clamp) + list(self.noise):
-            p = model.population(pop, "perturbation")
-            flag = {"h": "hold_h", "t": "hold_t"}[var] if (phase, var, pop) in self.clamp else f"sigma_{var}"
-            if pop == "input" and (phase, var) == ("forward", "h") and flag == "hold_h":
-                continue
-            if flag not in p.variables():
-                what = "a target that is read out (inverse_input) or absent" if var == "t" else "no activity dynamics"
-                raise ConfigError(f"{pop}: cannot {'clamp' if flag.startswith('hold') else 'add noise to'} {var!r} in "
-                                  f"the {phase} phase: the population has {what}")
+        """Every name exists and every intervention is one the model's equations have: a
+        clamp needs the switch hold_h / hold_t, noise the σ of its variable."""
+        for kind, keys, switch in (("clamp", self.clamp, "hold_{}"), ("add noise to", self.noise, "sigma_{}")):
+            for phase, var, pop in keys:
+                p = model.population(pop, f"perturbation: {kind} {var}")
+                if (kind, phase, var, pop) == ("clamp", "forward", "h", "input"):
+                    continue  # the stimulus itself
+                if switch.format(var) not in p.variables():
+                    what = "target that relaxes" if var == "t" else "activity dynamics"
+                    raise ConfigError(f"perturbation: cannot {kind} {var!r} of {pop} in the {phase} phase: the "
+                                      f"population has no {what} (a read-out target, or the input)")
         for name in list(self.lesion) + list(self.blocked):
             model.projection(name, "perturbation")
 
@@ -167,10 +168,3 @@ def engine_class(name: str) -> type[Engine]:
         raise ConfigError(f"engine {name!r}: expected one of {', '.join(ENGINES)}")
     module, cls = ENGINES[name].split(":")
     return getattr(importlib.import_module(module), cls)
-
-
-def fill(samples: list, every: int, steps: int, phase_steps: int) -> list:
-    """Traces of a phase that stopped at steady state after `steps` of `phase_steps`: the
-    last sample held for the rest of the phase (one sample per `every` steps)."""
-    want = -(-phase_steps // every)
-    return samples + [samples[-1]] * (want - len(samples)) if samples else samples

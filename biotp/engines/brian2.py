@@ -73,6 +73,8 @@ class Brian2Engine(Engine):
         self.checker = b2.NetworkOperation(self._check, dt=self.dt, when="groups", order=CHECK, name="steady_check")
         self.net = b2.Network(*self.groups.values(), *self.synapses.values(), *[r for rs in self.runners.values() for r in rs],
                               self.reader, self.checker)
+        for obj in self.net.objects:  # they belong to this network even before it first runs
+            obj._network = self.net.id
         self.set_parameters(params)
 
     # ------------------------------------------------------------------ building

@@ -103,7 +103,9 @@ class CompiledPopulation:
 
         self.pop, self.name, self.size = pop, pop.name, pop.size
         eqs = Equations(pop.equations)
-        # folded: units, the circuit's constants (β excepted: a protocol may change it), the user's
+        # folded: brian2's units (unless a variable has the name), the circuit's constants (β
+        # excepted: a protocol may change it), the user's
+        units = {k: v for k, v in units.items() if k not in eqs.names}
         constants = {**units, **{k: v for k, (v, _) in model.constants.items() if k != "beta"},
                      **{k: v for k, (v, _) in pop.parameters.items()}}
         where = f"population {pop.name}"
@@ -129,7 +131,7 @@ class TorchEngine(Engine):
         params.check(model)
         self.dtype, self.device = dtype, torch.device(device)
         self.generator = generator or torch.Generator().manual_seed(0)
-        units = {name: float(getattr(brian2, name)) for name in ("ms", "second", "Hz", "us", "msecond", "hertz", "kHz")}
+        units = {name: float(u) for name, u in vars(brian2).items() if isinstance(u, brian2.Unit)}
         units["dt"] = self.spec.dt
         self.pops = {name: CompiledPopulation(p, model, units) for name, p in model.populations.items()}
         self.constants = {k: v for k, (v, _) in model.constants.items()}
