@@ -124,6 +124,7 @@ def simulate(
     test        (x, y) on which to measure error before/after (default: the dataset's test
                 split, or the stream itself when x is given).
     """
+    from .dynamics.model import check_layers
     from .dynamics.units import parse_quantity
 
     if not isinstance(circuit, Circuit):
@@ -140,6 +141,7 @@ def simulate(
     dev = _device(device) if backend == "torch" else torch.device("cpu")
     dtype = torch.float64 if backend == "brian2" else getattr(torch, spec.dtype)  # brian2 computes in float64
 
+    check_layers(circuit)  # before any data is read
     if x is None:
         x, y, tx, ty = _stream(circuit, examples, data_dir, circuit.seed)
         test = test if test is not None else (tx, ty)

@@ -387,3 +387,32 @@ def test_non_dense_circuit_is_a_config_error():
         build_model(load_circuit("circuits/tjml_lenet_mnist.yaml"), 784)
     message = str(err.value)
     assert "layer 1" in message and "conv" in message and "dense" in message, message
+
+
+def test_a_fifth_relaxation_is_one_registry_entry(monkeypatch):
+    """Registering a relaxation in `equations.RELAXATIONS` is all it takes: here a damped
+    difference rule, τ_t dt_l/dt = -t_l + h_l + κ (g(t_{l+1}) - g(h_{l+1})), κ = 0.5, runs on
+    both engines alike and settles to its own fixed point, computed independently."""
+    from biotp.dynamics import equations as E
+
+    def damped(F_up, G):
+        r = E.difference(F_up, G)
+        rhs = f"-tgt + h + 0.5 * ({E.act(G, 'vt + c')} - {E.act(G, 'vh + c')})"
+        return E.Relaxation(E.relaxing_target(rhs) + ("c : 1",), r.up_lines, r.couplings)
+
+    monkeypatch.setitem(E.RELAXATIONS, "damped", damped)
+    c = parse_circuit({"network": {"layers": [{"size": 5, "activation": "tanh"}, {"size": 3, "activation": "linear"}]},
+                       "loss": "mse", "dynamics": {"relaxation": "damped", "tau_t": "1 ms", "dt": "0.1 ms",
+                                                   "forward_phase": "3 ms", "target_phase": "15 ms",
+                                                   "record": {"layer1": ["t"]}}}, "<test>")
+    net = Network(c, 4, with_feedback=True, seed=1)
+    model = build_model(c, 4)
+    params = Parameters.from_network(net)
+    x, y = torch.rand(1, 4, dtype=torch.float64), torch.tensor([1])
+    pt = TorchEngine(model, params).present(x, y)
+    pb = Brian2Engine(model, params).present(x, y)
+    torch.testing.assert_close(pt.traces[("layer1", "t")], pb.traces[("layer1", "t")], atol=1e-9, rtol=0)
+    g = lambda v: torch.tanh(v @ params.V[2].T + params.c[2])  # noqa: E731
+    t2 = pt.h[2] - 0.1 * 2 * (pt.h[2] - torch.nn.functional.one_hot(y, 3).double())
+    fixed = pt.h[1] + 0.5 * (g(t2) - g(pt.h[2]))
+    torch.testing.assert_close(pt.t[1], fixed, atol=1e-5, rtol=0)  # 15 time constants: e^-15

@@ -370,3 +370,25 @@ def test_no_weight_change_during_the_forward_phase():
     assert all(torch.equal(before.W[l], eng.parameters().W[l]) for l in (1, 2))
     eng.present(torch.rand(3, 5, dtype=D), torch.tensor([0, 1, 2]))
     assert not torch.equal(before.W[1], eng.parameters().W[1])  # ... while the target phase does change them
+
+
+def test_decoder_rule_is_dtp_gns_decoder_update():
+    """Seed 001's decoder rule, one normalisation for both: the feedback event changes V_l,
+    c_l by β_fb times dtp_gn's decoder update (e n_lᵀ, n_l = h_l/(‖h_l‖² + 1), the bias
+    learning) -- for linear populations, where dtp_gn's pre-activations are the activities."""
+    layers = [{"size": 5, "activation": "linear", "repeat": 2}, {"size": 3, "activation": "linear"}]
+    dyn = {"forward_phase": "0.4 ms", "target_phase": "0.4 ms", "dt": "0.2 ms",
+           "feedback_plasticity": {"rule": "decoder", "beta": 0.05}}
+    c = circuit(layers, dyn, loss="cross_entropy", algorithm={"name": "dtp_gn"})
+    c = c.with_updates("feedback.activation=linear")
+    rule = build(c, 4, 3).double()
+    eng, net = engine(c, 4, net=rule.net)
+    x, y = torch.rand(3, 4, dtype=D), torch.tensor([0, 2, 1])
+    before = eng.parameters()
+    from_fixed_point(eng, net, x, y)
+    after = eng.parameters()
+    updates, _ = rule.decoder_updates(net(x))
+    for l, (dV, dc) in updates.items():
+        assert dV.abs().max() > 1e-4
+        torch.testing.assert_close(after.V[l] - before.V[l], 0.05 * dV, atol=1e-14, rtol=1e-10)
+        torch.testing.assert_close(after.c[l] - before.c[l], 0.05 * dc, atol=1e-14, rtol=1e-10)

@@ -53,7 +53,6 @@ INVERSE_SLOPE = {"tanh": "1 / clip(1 - ({y})**2, 1e-12, inf)", "sigmoid": "1 / c
 # ∂L/∂h_L per output unit (L per example): cross-entropy (softmax - one-hot) and the squared error
 LOSS_GRADIENT = {"cross_entropy": "exp(h) / zsum - label", "mse": "2 * (h - label)"}
 
-RELAXATIONS = ("gradient", "difference", "inverse_output", "inverse_input")
 RULES = ("dtp", "dtp1")
 
 
@@ -97,18 +96,66 @@ class Statement:
     gate: str | None = None  # the projection whose plasticity switch gates it
 
 
-def relaxation_terms(relaxation: str, F_up: str, G: str) -> dict:
-    """The relaxing layer l's target terms: {"rhs": RHS or None (a read-out target),
-    "tgt": the read-out expression, "onset": t_l at the phase's onset, "up": equations the
-    layer above l+1 adds, "up_sub": its extra subexpressions}, with F_up the activation of
-    layer l+1 and G that of the decoder g_{l+1}."""
-    if relaxation == "gradient":
-        return {"rhs": "back", "onset": "h", "up": {"ec": f"(tgt - {act(F_up, 'at + b')}) * {slope(F_up, act(F_up, 'at + b'))}"}}
-    if relaxation == "difference":
-        return {"rhs": f"-tgt + h + {act(G, 'vt + c')} - {act(G, 'vh + c')}", "onset": "h", "up": {}}
-    if relaxation == "inverse_output":
-        return {"rhs": f"{act(G, 'vt + c')} - {act(G, 'vft + c')}", "onset": "h", "up": {"ft": act(F_up, "at + b")}}
-    if relaxation == "inverse_input":
-        # t_l = g(u) is read out; at the onset u = h_{l+1}, so t_l starts at g(h_{l+1})
-        return {"rhs": None, "tgt": act(G, "vu + c"), "onset": act(G, "vh + c"), "up": {}}
-    raise KeyError(relaxation)
+@dataclass(frozen=True)
+class Relaxation:
+    """One entry of the relaxation registry: what layer l's target relaxation adds to layer
+    l (`lines`) and to the layer above (`up_lines`), the couplings through the projections
+    above (`couplings`: (receiver "self" | "up", Coupling whose projection is "forward" for
+    W_{l+1} or "feedback" for V_{l+1})), t_l at the onset (`onset`; the onset statements
+    follow from it) and what the layer above sets at the onset (`up_onset`)."""
+
+    lines: tuple
+    up_lines: tuple = ()
+    couplings: tuple = ()
+    onset: str = "h"
+    up_onset: tuple = ()  # (var, expr)
+
+    @property
+    def relaxes_tgt(self) -> bool:
+        """Whether t_l is a state variable (else it is read out of another)."""
+        return "dtgt/dt = tdot : 1" in self.lines
+
+
+def relaxing_target(rhs: str) -> tuple:
+    """A target that relaxes: τ_t dtgt/dt = on (1 - hold_t)(rhs + I_t) + the noise term."""
+    return (f"dtgt/dt = tdot : 1",
+            f"tdot = on * (1 - hold_t) * ({rhs} + I_t) / tau_t + sigma_t * sqrt(2 / (tau_t * dt)) * noise_t : 1/second",
+            "I_t = 0 : 1", "on : 1 (shared)", "hold_t : 1 (shared)", "clamp_t : 1", "sigma_t : 1 (shared)",
+            "noise_t : 1")
+
+
+def gradient(F_up: str, G: str) -> Relaxation:
+    """Seed 000 eq. 3: dt_l/dt = -∂C_{l+1}/∂t_l, C_{l+1} = ½‖t_{l+1} - f_{l+1}(t_l)‖²."""
+    f_t = act(F_up, "at + b")
+    return Relaxation(relaxing_target("back"), (f"ec = (tgt - {f_t}) * {slope(F_up, f_t)} : 1",),
+                      (("up", Coupling("at", "forward", "tgt")),
+                       ("self", Coupling("back", "forward", "ec", direction="pre", stage=1))))
+
+
+def difference(F_up: str, G: str) -> Relaxation:
+    """Seed 002 eq. 3.15 as a relaxation: its fixed point is DTP's target."""
+    return Relaxation(relaxing_target(f"-tgt + h + {act(G, 'vt + c')} - {act(G, 'vh + c')}") + ("c : 1",), (),
+                      (("self", Coupling("vt", "feedback", "tgt")), ("self", Coupling("vh", "feedback", "h"))))
+
+
+def inverse_output(F_up: str, G: str) -> Relaxation:
+    """Seed 001 eq. iterative-tau-out-update, in continuous time."""
+    return Relaxation(relaxing_target(f"{act(G, 'vt + c')} - {act(G, 'vft + c')}") + ("c : 1",),
+                      (f"ft = {act(F_up, 'at + b')} : 1",),
+                      (("up", Coupling("at", "forward", "tgt")), ("self", Coupling("vt", "feedback", "tgt")),
+                       ("self", Coupling("vft", "feedback", "ft", stage=1))))
+
+
+def inverse_input(F_up: str, G: str) -> Relaxation:
+    """Seed 001 eq. u-recurrence, in continuous time: the decoder input u of g_{l+1} lives
+    in layer l+1 and starts at h_{l+1}; the target is read out, t_l = g_{l+1}(u)."""
+    return Relaxation((f"tgt = {act(G, 'vu + c')} : 1", f"tdot = {slope(G, 'tgt')} * vudot : 1/second", "c : 1"),
+                      ("du/dt = udot : 1", f"udot = on_u * (tgt - {act(F_up, 'agu + b')}) / tau_t : 1/second",
+                       "on_u : 1 (shared)"),
+                      (("self", Coupling("vu", "feedback", "u")), ("up", Coupling("agu", "forward", "tgt", stage=1)),
+                       ("self", Coupling("vudot", "feedback", "udot", stage=2)),
+                       ("self", Coupling("vh", "feedback", "h"))),
+                      onset=act(G, "vh + c"), up_onset=(("u", "h"),))
+
+
+RELAXATIONS = {f.__name__: f for f in (gradient, difference, inverse_output, inverse_input)}

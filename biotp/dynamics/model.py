@@ -28,7 +28,7 @@ In the event steps every gate is 0, so the built-in dynamics stand still.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import ConfigError
 from . import equations as E
@@ -141,12 +141,9 @@ def layer_name(l: int) -> str:
     return "input" if l == 0 else f"layer{l}"
 
 
-def build_model(circuit, input_size: int) -> Model:
-    """The model of `circuit` (its `dynamics:` block; defaults if absent) on inputs of
-    `input_size`; raises ConfigError for what the continuous-time model cannot express."""
-    from .spec import DynamicsSpec
-
-    spec = circuit.dynamics or DynamicsSpec()
+def check_layers(circuit) -> list:
+    """The circuit's layers, if the continuous-time model can have them (dense, an
+    activation with a continuous form, identity transmission, a bias); else ConfigError."""
     where = circuit.source or "<circuit>"
     layers = circuit.network.expanded()
     for i, layer in enumerate(layers):
@@ -164,6 +161,17 @@ def build_model(circuit, input_size: int) -> Model:
         if not layer.bias:
             raise ConfigError(f"{where}: network.layers: layer {i + 1} has bias: false; the continuous-time model's "
                               "populations have biases (expected bias: true)")
+    return layers
+
+
+def build_model(circuit, input_size: int) -> Model:
+    """The model of `circuit` (its `dynamics:` block; defaults if absent) on inputs of
+    `input_size`; raises ConfigError for what the continuous-time model cannot express."""
+    from .spec import DynamicsSpec
+
+    spec = circuit.dynamics or DynamicsSpec()
+    where = circuit.source or "<circuit>"
+    layers = check_layers(circuit)
     L = len(layers)
     acts = [None] + [layer.activation for layer in layers]
     dec = [None, None] + [circuit.feedback.activation or acts[l - 1] or "linear" for l in range(2, L + 1)]
@@ -190,6 +198,7 @@ class Builder:
         self.couplings: dict[tuple[int, str], E.Coupling] = {}
         self.statements: list[E.Statement] = []
         self.rules: dict[str, str] = {}
+        self.onsets: dict[int, str] = {}  # relaxing layer -> t_l at the onset
 
     # small helpers -----------------------------------------------------------
     def eq(self, l: int, *lines: str) -> None:
@@ -266,43 +275,20 @@ class Builder:
         self.couple(l, E.Coupling("a", self.fwd(l), "h"))
 
     def relaxation(self, l: int) -> None:
-        """Layer l's target relaxes (see `equations.relaxation_terms`)."""
-        R = self.spec.relaxation
+        """Layer l's target relaxes by the registered relaxation (`equations.RELAXATIONS`)."""
         up = l + 1
-        terms = E.relaxation_terms(R, self.acts[up], self.dec[up])
-        noise = " + sigma_t * sqrt(2 / (tau_t * dt)) * noise_t"
-        if terms["rhs"] is not None:
-            self.eq(l, "dtgt/dt = tdot : 1",
-                    f"tdot = on * (1 - hold_t) * ({terms['rhs']} + I_t) / tau_t{noise} : 1/second",
-                    "I_t = 0 : 1", "on : 1 (shared)", "hold_t : 1 (shared)", "clamp_t : 1",
-                    "sigma_t : 1 (shared)", "noise_t : 1")
-        else:  # inverse_input: u lives in layer l+1, the target is read out in layer l
-            self.eq(l, f"tgt = {terms['tgt']} : 1", f"tdot = {E.slope(self.dec[up], 'tgt')} * vudot : 1/second",
-                    "c : 1")
-            self.eq(up, "du/dt = udot : 1", f"udot = on_u * (tgt - {E.act(self.acts[up], 'agu + b')}) / tau_t : 1/second",
-                    "on_u : 1 (shared)")
-            self.couple(l, E.Coupling("vu", self.fb(up), "u"))
-            self.couple(up, E.Coupling("agu", self.fwd(up), "tgt", stage=1))
-            self.couple(l, E.Coupling("vudot", self.fb(up), "udot", stage=2))
-            self.couple(l, E.Coupling("vh", self.fb(up), "h"))
-            self.statements.append(E.Statement("onset", 5, layer_name(up), "u", "=", "h"))
-        for name, expr in terms["up"].items():
-            self.eq(up, f"{name} = {expr} : 1")
-        if R == "gradient":
-            self.couple(up, E.Coupling("at", self.fwd(up), "tgt"))
-            self.couple(l, E.Coupling("back", self.fwd(up), "ec", direction="pre", stage=1))
-        elif R == "difference":
-            self.eq(l, "c : 1")
-            self.couple(l, E.Coupling("vt", self.fb(up), "tgt"))
-            self.couple(l, E.Coupling("vh", self.fb(up), "h"))
-        elif R == "inverse_output":
-            self.eq(l, "c : 1")
-            self.couple(up, E.Coupling("at", self.fwd(up), "tgt"))
-            self.couple(l, E.Coupling("vt", self.fb(up), "tgt"))
-            self.couple(l, E.Coupling("vft", self.fb(up), "ft", stage=1))
-        if terms["rhs"] is not None:
+        r = E.RELAXATIONS[self.spec.relaxation](self.acts[up], self.dec[up])
+        self.eq(l, *r.lines)
+        self.eq(up, *r.up_lines)
+        for receiver, c in r.couplings:
+            projection = self.fwd(up) if c.projection == "forward" else self.fb(up)
+            self.couple(l if receiver == "self" else up, replace(c, projection=projection))
+        if r.relaxes_tgt:  # a relaxing target starts at its onset value (or its clamp)
             self.statements.append(E.Statement("onset", 5, layer_name(l), "tgt", "=",
-                                               f"hold_t * clamp_t + (1 - hold_t) * {terms['onset']}"))
+                                               f"hold_t * clamp_t + (1 - hold_t) * {r.onset}"))
+        for var, expr in r.up_onset:
+            self.statements.append(E.Statement("onset", 5, layer_name(up), var, "=", expr))
+        self.onsets[l] = r.onset
 
     def top_targets(self) -> None:
         """The output's loss gradient and the top target's step at the onset: nudged t_L =
@@ -335,9 +321,9 @@ class Builder:
         self.eq(l, f"fac = {fac} : 1", "err = tdot * fac : 1/second", "plastic_b : 1 (shared)",
                 "db/dt = plastic_b * eta * err : 1")
         self.rules[self.fwd(l)] = "err"
-        start = "tgt"
-        if self.spec.relaxation == "inverse_input" and l in self.relaxing:
-            start = E.act(self.dec[l + 1], "vh + c")  # t_l(0) = g(u(0)) = g(h_{l+1})
+        start = self.onsets.get(l, "tgt")  # t_l after the onset: a read-out target's value there
+        if start == "h":
+            start = "tgt"  # (or its clamp)
         self.eq(l, "step : 1")
         self.statements += [E.Statement("onset", 6, layer_name(l), "step", "=", f"eta * ({start} - h) * fac"),
                             E.Statement("onset", 7, self.fwd(l), "w", "+=", "step", self.fwd(l)),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from biotp.circuit import Spec
 
@@ -100,7 +100,7 @@ class DynamicsSpec(Spec):
     dt: Time = Field(1e-4, description="integration step")
     forward_phase: Time = Field(20e-3, description="duration of the forward phase")
     target_phase: Time = Field(20e-3, description="duration of the target phase")
-    relaxation: Literal[RELAXATIONS] = "difference"  # type: ignore[valid-type]
+    relaxation: str = Field("difference", description="an entry of biotp.dynamics.equations.RELAXATIONS")
     schedule: Literal["parallel", "layerwise"] = "parallel"
     target: TargetSpec = TargetSpec()
     plasticity: PlasticitySpec = PlasticitySpec()
@@ -116,6 +116,13 @@ class DynamicsSpec(Spec):
         default_factory=dict, description="population -> variables, e.g. {layer1: [h, t]}"
     )
     record_dt: Time | None = Field(None, description="sampling interval of traces (default dt)")
+
+    @field_validator("relaxation")
+    @classmethod
+    def _registered(cls, value):
+        if value not in RELAXATIONS:
+            raise ValueError(f"expected one of {', '.join(RELAXATIONS)}")
+        return value
 
     @model_validator(mode="after")
     def _grid(self):

@@ -63,12 +63,14 @@ class ContinuousRun:
     """One point on the torch or brian2 engine: trials, interventions, recordings."""
 
     def __init__(self, pt: Point, data_dir):
+        from ..dynamics.model import check_layers
         from ..simulation import _device, build
 
         self.pt, p, c = pt, pt.protocol, pt.circuit
         self.spec = c.dynamics
         self.device = _device(p.device) if p.engine == "torch" else torch.device("cpu")
         self.dtype = torch.float64 if p.engine == "brian2" else getattr(torch, self.spec.dtype)
+        check_layers(c)  # before any data is read
         self._load_examples(data_dir)
         self.generator = torch.Generator().manual_seed(c.seed)
         self.model, self.engine, self.loss = build(c, p.engine, self.x.shape[1], device=self.device, dtype=self.dtype,
