@@ -83,7 +83,8 @@ def test_a_clamped_target_holds_and_its_step_gives_the_dtp1_change(tmp_path):
     moves t_1)."""
     p = protocol(tmp_path, interventions=[{"kind": "clamp", "population": "layer1", "value": 0.2}],
                  record={"populations": {"layer1": ["h", "t"]}, "trials": 1},
-                 stimuli={"count": 1, "batch": 4, "order": "sequential"})
+                 stimuli={"count": 1, "batch": 4, "order": "sequential"},
+                 overrides=["dynamics.plasticity={rule: dtp1, eta: 0.3}"])
     pt = P.points(p)[0]
     run = P.ContinuousRun(pt, None)
     before = run.engine.parameters()
