@@ -95,18 +95,27 @@ class Model:
     def plastic(self) -> bool:
         return self.spec.plasticity.rule != "none"
 
-    def layer_blocks(self) -> list[list[int]]:
-        """Groups of layers relaxing together: all at once, or one at a time from the top."""
-        if not self.relaxing:
-            return []
-        return [self.relaxing] if self.spec.schedule == "parallel" else [[l] for l in self.relaxing]
+    def moving(self, l: int) -> tuple[str, str]:
+        """(population, variable) whose relaxation makes layer l's target: its own tgt, or
+        the decoder input u in the layer above (inverse_input)."""
+        if self.spec.relaxation == "inverse_input":
+            return f"layer{l + 1}", "u"
+        return f"layer{l}", "tgt"
 
-    def moving(self, l: int) -> str | None:
-        """The variable whose settling makes layer l's target: tgt, u of the layer above
-        (inverse_input), or None."""
-        if l not in self.relaxing:
-            return None
-        return "u" if self.spec.relaxation == "inverse_input" else "tgt"
+    def target_blocks(self, steps: int) -> list[tuple[int, dict, list]]:
+        """The target phase as blocks relaxing in turn -- all layers at once (`parallel`) or
+        one at a time from the top (`layerwise`), the last block taking any remainder:
+        [(steps, {(population, switch): 0 or 1}, [(layer, population, variable) moving])]."""
+        blocks = ([self.relaxing] if self.spec.schedule == "parallel" else [[l] for l in self.relaxing]) or [[]]
+        out = []
+        for i, block in enumerate(blocks):
+            n = steps // len(blocks) + (steps % len(blocks) if i == len(blocks) - 1 else 0)
+            switches = {}
+            for l in self.relaxing:
+                pop, var = self.moving(l)
+                switches[(pop, "on_u" if var == "u" else "on")] = 1.0 if l in block else 0.0
+            out.append((n, switches, [(l, *self.moving(l)) for l in block]))
+        return out
 
     # --------------------------------------------------------------- names, checked
     def population(self, name: str, where: str = "population") -> Population:

@@ -281,10 +281,6 @@ class Brian2Engine(Engine):
             self._set(name, "plastic_b", 0.0 if f"forward.layer{pop.index}" in blocked else value)
             self._set(name, "plastic_c", 0.0 if f"feedback.layer{pop.index + 1}" in blocked else value)
 
-    def _moving(self, l: int) -> tuple[str, str]:
-        """(population, variable) whose relaxation makes layer l's target."""
-        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
-
     def settle(self, x, steps, h0=None) -> list:
         x = x.flatten(1).double().cpu().numpy()
         self.monitors, out = {}, []
@@ -307,7 +303,7 @@ class Brian2Engine(Engine):
         out = model.populations[f"layer{model.L}"].size
         labels = None if y is None else (y.double().cpu().numpy() if y.is_floating_point()
                                          else np.eye(out)[y.cpu().numpy()])
-        self.rates = {self._moving(l)[0]: RATE[self._moving(l)[1]] for l in model.relaxing}
+        self.rates = {model.moving(l)[0]: RATE[model.moving(l)[1]] for l in model.relaxing}
         monitored: dict[str, set] = {}
         for (pop, var), name in names.items():
             for phase in ("forward", "target"):
@@ -378,16 +374,12 @@ class Brian2Engine(Engine):
         self._run(1, runners=self.runners["onset"], updaters="groups")
         # target phase, block by block
         self._noise(perturbation, "target", k)
-        blocks = model.layer_blocks() or [[]]
         t_steps, tres = 0, {}
-        for i, block in enumerate(blocks):
-            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
-            for l in model.relaxing:
-                pop, var = self._moving(l)
-                self._set(pop, "on_u" if var == "u" else "on", 1.0 if l in block else 0.0)
-            t_steps += phase("target", steps, [self._moving(l) for l in block])
-            for l in block:
-                pop, var = self._moving(l)
+        for steps, switches, moving in model.target_blocks(n_t):
+            for (pop, switch), value in switches.items():
+                self._set(pop, switch, value)
+            t_steps += phase("target", steps, [(pop, var) for _, pop, var in moving])
+            for l, pop, var in moving:
                 tres[l] = float(np.linalg.norm(self.values[(pop, RATE[var])]))
         self._switch(perturbation.blocked, 0.0)
         return {"segments": segments, "f_steps": f_steps, "t_steps": t_steps, "fres": fres, "tres": tres,

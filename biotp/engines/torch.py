@@ -429,14 +429,11 @@ class TorchEngine(Engine):
         # the target phase, block by block
         self._noise(perturbation, "target")
         self._switch(1.0)
-        blocks = model.layer_blocks() or [[]]
         total, residual = 0, {}
-        for i, block in enumerate(blocks):
-            steps = n_t // len(blocks) + (n_t % len(blocks) if i == len(blocks) - 1 else 0)
-            for l in model.relaxing:
-                pop, var = self._moving(l)
-                self.base[pop]["on_u" if var == "u" else "on"] = 1.0 if l in block else 0.0
-            ph = self._phase("target", steps, [(l, *self._moving(l)) for l in block], sample)
+        for steps, switches, moving in model.target_blocks(n_t):
+            for (pop, switch), value in switches.items():
+                self.base[pop][switch] = value
+            ph = self._phase("target", steps, moving, sample)
             total += ph.steps
             residual.update(ph.residual)
         self._noise(Perturbation(), "target")
@@ -456,7 +453,7 @@ class TorchEngine(Engine):
         names = {key: model.variable(key[0], key[1], "record") for key in traces}
         moving = {}
         for l in model.relaxing:
-            pop, var = self._moving(l)
+            pop, var = model.moving(l)
             moving[pop] = var
 
         def sample(scopes, k):
@@ -472,10 +469,6 @@ class TorchEngine(Engine):
                 traces[(pop, var)].append(val.detach().clone())
 
         return sample, traces
-
-    def _moving(self, l: int) -> tuple[str, str]:
-        """(population, variable) whose relaxation makes layer l's target."""
-        return (f"layer{l + 1}", "u") if self.model.moving(l) == "u" else (f"layer{l}", "tgt")
 
     def _switch(self, value: float) -> None:
         """The plasticity switches of the forward projections' biases (blocked ones stay off)."""
