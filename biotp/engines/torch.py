@@ -26,27 +26,20 @@ FUNCTIONS = {"tanh": "torch.tanh", "exp": "torch.exp", "log": "torch.log", "sqrt
              "sign": "torch.sign", "sin": "torch.sin", "cos": "torch.cos", "clip": "torch.clamp"}
 
 
-def _f64(value) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=torch.float64)
-
-
 def to_torch(expr: sympy.Expr, constants: dict) -> str:
-    """Python source of `expr` over torch tensors: symbols read from the scope `s`, units
-    and constants in `constants` inlined as numbers."""
-    return _code(expr, constants)
+    """Python source of `expr` over torch tensors: symbols read from the scope `s`, the
+    names in `constants` replaced by their values and symbol-free parts folded (so what a
+    function is applied to is a tensor)."""
+    return _print(expr.subs({s: constants[str(s)] for s in expr.free_symbols if str(s) in constants}))
 
 
-def _code(expr: sympy.Expr, constants: dict, wrap: str = "") -> str:
+def _print(expr: sympy.Expr) -> str:
     if expr.is_Symbol:
-        name = str(expr)
-        return repr(constants[name]) if name in constants else f"s[{name!r}]"
-    if not wrap and not expr.free_symbols and not expr.is_Number:  # a constant: folded (in float64)
-        return repr(float(eval(_code(expr, constants, "_f64"), {"torch": torch, "_f64": _f64})))  # noqa: S307
-    if expr.is_Number:
-        return f"float({repr(float(expr))!r})" if math.isinf(float(expr)) else repr(float(expr))
-    if expr is sympy.pi:
-        return repr(math.pi)
-    args = [_code(a, constants, wrap) for a in expr.args]
+        return f"s[{str(expr)!r}]"
+    if not expr.free_symbols:
+        value = _constant(expr)
+        return f"float({str(value)!r})" if math.isinf(value) else repr(value)
+    args = [_print(a) for a in expr.args]
     if expr.is_Add:
         return "(" + " + ".join(args) + ")"
     if expr.is_Mul:
@@ -55,20 +48,36 @@ def _code(expr: sympy.Expr, constants: dict, wrap: str = "") -> str:
         return f"({args[0]} ** {args[1]})"
     name = type(expr).__name__
     if name in FUNCTIONS:
-        return f"{FUNCTIONS[name]}({', '.join(f'{wrap}({a})' for a in args)})"
+        return f"{FUNCTIONS[name]}({', '.join(args)})"
     raise ConfigError(f"the torch engine cannot translate {name!r} in {expr}; expected arithmetic and "
                       f"{', '.join(sorted(FUNCTIONS))}")
 
 
+def _constant(expr: sympy.Expr) -> float:
+    """The float64 value of a symbol-free expression (brian2's function classes, such as its
+    sqrt and clip, do not evaluate in sympy)."""
+    if expr.is_Number or expr is sympy.pi:
+        return float(expr)
+    args = [_constant(a) for a in expr.args]
+    if expr.is_Add:
+        return math.fsum(args)
+    if expr.is_Mul:
+        return math.prod(args)
+    if expr.is_Pow:
+        return args[0] ** args[1]
+    name = type(expr).__name__
+    if name not in FUNCTIONS:
+        raise ConfigError(f"the torch engine cannot evaluate {name!r} in {expr}")
+    f = eval(FUNCTIONS[name], {"torch": torch})  # noqa: S307 (a name from FUNCTIONS)
+    return float(f(*(torch.tensor(a, dtype=torch.float64) for a in args)))
+
+
 def compile_expression(text: str, constants: dict, where: str):
-    """A function scope -> tensor for a brian2 expression string; constants are folded in
-    first, so what remains of a function's argument is a tensor."""
+    """A function scope -> tensor for a brian2 expression string (see `to_torch`)."""
     from brian2.parsing.sympytools import str_to_sympy
 
     try:
-        expr = str_to_sympy(text)
-        expr = expr.subs({s: constants[str(s)] for s in expr.free_symbols if str(s) in constants})
-        code = to_torch(expr, constants)
+        code = to_torch(str_to_sympy(text), constants)
     except (SyntaxError, TypeError, ValueError) as err:
         raise ConfigError(f"{where}: cannot read the expression {text!r}: {err}") from None
     return eval(f"lambda s: {code}", {"torch": torch})  # noqa: S307 (code printed from sympy above)
