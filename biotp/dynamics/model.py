@@ -38,7 +38,9 @@ GATES = ("fwd", "on", "on_u", "plastic_b", "plastic_c", "hold_h", "hold_t", "sig
 INPUTS = ("noise_h", "noise_t")  # N(0, 1) per step and neuron, drawn by whoever perturbs (0 otherwise)
 HOOKS = ("I_h", "I_t")
 SHARED = ("b", "c")
-RATE = {"h": "hdot", "tgt": "tdot", "u": "udot"}  # the subexpression d var/dt of each built-in variable  # per-neuron parameters of the circuit, the same for every example
+RATE = {"h": "hdot", "tgt": "tdot", "u": "udot"}  # the subexpression d var/dt of each built-in variable
+# the switches of each built-in variable's dynamics: with all of them 0 it stands still
+GATED = {"h": ("fwd", "sigma_h"), "tgt": ("on", "sigma_t"), "u": ("on_u",), "b": ("plastic_b",)}  # per-neuron parameters of the circuit, the same for every example
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import math
 import sympy
 import torch
 
-from ..dynamics.model import SHARED, Model
+from ..dynamics.model import GATED, SHARED, Model
 from ..errors import ConfigError
 from .base import Engine, Parameters, Perturbation, Phase, Presentation
 from .integrators import SOLVERS
@@ -84,22 +84,29 @@ def compile_expression(text: str, constants: dict, where: str):
 
 
 class Scope(dict):
-    """The variables of one population at one instant; subexpressions computed on demand."""
+    """The variables of one population at one instant: a missing subexpression is computed
+    on first use, and so is a coupling it receives (`into`), from the sending population's
+    scope in `scopes` -- so a step computes only the sums its equations read."""
 
-    __slots__ = ("sub", "where")
+    __slots__ = ("sub", "into", "scopes", "engine", "where")
 
-    def __init__(self, values: dict, sub: dict, where: str):
+    def __init__(self, values: dict, sub: dict, into: dict, scopes: dict, engine, where: str):
         super().__init__(values)
-        self.sub, self.where = sub, where
+        self.sub, self.into, self.scopes, self.engine, self.where = sub, into, scopes, engine, where
 
     def __missing__(self, name):
-        if name not in self.sub:
-            raise ConfigError(f"{self.where}: {name!r} is not defined at this point (a coupling of a later stage?)")
-        value = self[name] = self.sub[name](self)
+        if name in self.sub:
+            value = self.sub[name](self)
+        elif name in self.into:
+            value = self.engine._sum(self.into[name], self.scopes)
+        else:
+            raise ConfigError(f"{self.where}: {name!r} is not defined")
+        self[name] = value
         return value
 
     def forget(self) -> None:
-        """Drop computed subexpressions (after a statement changed a variable)."""
+        """Drop computed subexpressions (after a statement changed a variable); the sums stay,
+        as in a brian2 step."""
         for name in self.sub:
             self.pop(name, None)
 
@@ -146,7 +153,8 @@ class TorchEngine(Engine):
         self.constants = {k: v for k, (v, _) in model.constants.items()}
         self.sources = {(c.projection, c.target): compile_expression(c.source, {**units, **self.constants},
                                                                      f"coupling {c.target}") for c in model.couplings}
-        self.stages = sorted({c.stage for c in model.couplings})
+        self.into = {name: {c.target: c for c in model.couplings if self._receiver(c) == name} for name in self.pops}
+        self.cache, self.masked = {}, {}
         self.statements = {ev: [s for s in model.statements if s.event == ev] for ev in ("feedback", "onset")}
         self.compiled_statements = {id(s): compile_expression(s.expr, {**units}, f"{s.scope}: {s.var}")
                                     for s in model.statements}
@@ -160,31 +168,45 @@ class TorchEngine(Engine):
     def set_parameters(self, params: Parameters) -> None:
         self.params = params.copy(self.dtype, self.device)
 
-    def _receiver(self, c):
+    def _receiver(self, c) -> str:
+        """The population a coupling sums into."""
         p = self.model.projections[c.projection]
         return p.post if c.direction == "post" else p.pre
 
+    def _sender(self, c) -> str:
+        """The population a coupling reads from."""
+        p = self.model.projections[c.projection]
+        return p.pre if c.direction == "post" else p.post
+
     # ---------------------------------------------------------- the vector field
     def _scopes(self, state: dict, W: dict) -> dict:
-        """Scopes of every population at `state`, with every coupling summed, stage by stage."""
+        """Scopes of every population at `state` under the weights W (couplings lazily)."""
         scopes = {}
+        self.W = W
         for name, cp in self.pops.items():
             values = {**self.base[name], **self.values[name], **state.get(name, {})}
-            scopes[name] = Scope(values, cp.sub, f"population {name}")
-        for stage in self.stages:
-            for c in self.model.couplings:
-                if c.stage != stage:
-                    continue
-                p = self.model.projections[c.projection]
-                src = p.pre if c.direction == "post" else p.post
-                x = self.sources[(c.projection, c.target)](scopes[src])
-                if not c.weighted:
-                    out = x.sum(1, keepdim=True)
-                else:
-                    w = W[c.projection]
-                    out = x @ w.T if c.direction == "post" else x @ w
-                scopes[self._receiver(c)][c.target] = out
+            scopes[name] = Scope(values, cp.sub, self.into[name], scopes, self, f"population {name}")
         return scopes
+
+    def _sum(self, c, scopes: dict) -> torch.Tensor:
+        """A coupling's value: Σ over the projection's synapses of its source.  A plain
+        variable through unchanged weights gives the value it gave before (the input of
+        the first layer while the stimulus is clamped, a frozen activity in the target phase)."""
+        src = scopes[self._sender(c)]
+        plain = c.source in src  # a stored variable (subexpressions are computed on demand)
+        w = self.W.get(c.projection)
+        if plain:
+            hit = self.cache.get(c)
+            if hit is not None and hit[0] is src[c.source] and hit[1] is w:
+                return hit[2]
+        x = self.sources[(c.projection, c.target)](src)
+        if not c.weighted:
+            out = x.sum(1, keepdim=True)
+        else:
+            out = x @ w.T if c.direction == "post" else x @ w
+        if plain:
+            self.cache[c] = (src[c.source], w, out)
+        return out
 
     def _batch(self, value, pop: str) -> torch.Tensor:
         """`value` as [batch, n] (a constant expression gives a number)."""
@@ -193,7 +215,8 @@ class TorchEngine(Engine):
         return torch.as_tensor(value, dtype=self.dtype, device=self.device).expand(self.B, self.pops[pop].size)
 
     def _weights(self, y: dict) -> dict:
-        """Effective weights by projection (lesions applied)."""
+        """Effective weights by projection: the plastic ones from y, lesions applied (a
+        masked matrix is kept while its weights do not change)."""
         W = {}
         for name, p in self.model.projections.items():
             if p.kind == "pool":
@@ -201,7 +224,12 @@ class TorchEngine(Engine):
             w = y.get("~w", {}).get(name)
             w = self.params.weight(p) if w is None else w
             mask = self.alive.get(name)
-            W[name] = w if mask is None else w * mask
+            if mask is not None:
+                hit = self.masked.get(name)
+                if hit is None or hit[0] is not w:
+                    hit = self.masked[name] = (w, w * mask)
+                w = hit[1]
+            W[name] = w
         return W
 
     def field(self, y: dict) -> dict:
@@ -239,13 +267,21 @@ class TorchEngine(Engine):
         y = {}
         for name, cp in self.pops.items():
             part = {v: self.base[name][v] if v in SHARED else self.values[name][v]
-                    for v in cp.diff if v not in SHARED or which == "target"}
+                    for v in cp.diff if not self._still(name, v, which)}
             if part:
                 y[name] = part
         if which == "target" and self.model.plastic:
             y["~w"] = {proj: self.params.weight(self.model.projections[proj])
                        for proj in self.model.rules if proj not in self.blocked}
         return y
+
+    def _still(self, pop: str, var: str, which: str) -> bool:
+        """Whether a built-in variable stands still (all its switches 0, or a bias outside
+        the target phase): it is then not integrated, and its rate is not computed."""
+        if var in SHARED and which != "target":
+            return True
+        gates = GATED.get(var)
+        return gates is not None and all(not self.base[pop].get(g, 0.0) for g in gates)
 
     def _store(self, y: dict) -> None:
         for name, part in y.items():
@@ -349,7 +385,8 @@ class TorchEngine(Engine):
                 store[p.layer] = store[p.layer] + (dw if mask is None else dw * mask)
         y = self._state("event")
         for name, part in y.items():
-            s = Scope({**self.base[name], **self.values[name], **sums.get(name, {})}, self.pops[name].sub, name)
+            s = Scope({**self.base[name], **self.values[name], **sums.get(name, {})}, self.pops[name].sub, {}, {},
+                      self, name)
             for var in part:
                 rate = self.pops[name].diff[var](s)
                 part[var] = part[var] + self.spec.dt * rate
@@ -375,7 +412,8 @@ class TorchEngine(Engine):
                 base["c"] = self.params.c[l + 1]
             self.base[name] = base
             self.values[name] = {v: torch.zeros((B, cp.size), dtype=self.dtype, device=self.device)
-                                 for v in list(cp.params) + list(cp.diff) if v not in cp.shared and v not in SHARED}
+                                 for v in list(cp.params) + list(cp.diff)
+                                 if v not in cp.shared and v not in SHARED and v not in self.into[name]}
             if perturbation.h0 and name in perturbation.h0:
                 self.values[name]["h"] = perturbation.h0[name].to(self.values[name]["h"]).clone()
         self.values["input"]["h"] = x
