@@ -239,8 +239,14 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "simulate", help="run the continuous-time model: settle targets with online plasticity",
         description="Present a stream of examples to CIRCUIT's continuous-time model (forward phase, then "
-                    "target phase), record the traces its `dynamics.record` names and print a summary.")
-    p.add_argument("circuit", help="circuit YAML file (with a `dynamics:` block)")
+                    "target phase), record the traces its `dynamics.record` names and print a summary.  With "
+                    "--epochs, train the continuous model on the whole training set instead (per-epoch metrics "
+                    "and checkpoints like `biotp train`; --resume continues such a run).",
+        epilog="examples:\n  biotp simulate circuits/mlp.yaml\n  biotp simulate circuits/mlp.yaml --backend brian2 "
+               "--examples 5\n  biotp simulate circuits/mlp.yaml --epochs 3 --out runs/mlp-continuous.h5\n"
+               "  biotp simulate --resume runs/mlp-continuous.h5 --epochs 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("circuit", nargs="?", help="circuit YAML file (with a `dynamics:` block)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--codegen", choices=("numpy", "cython"), default="numpy", help="brian2 code generation target")
     p.add_argument("--out", metavar="TRACES.h5", help="run file to write (HDF5)")
@@ -253,6 +259,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend; default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small networks run fastest)")
     p.add_argument("--data-dir", help="dataset directory")
+    p.add_argument("--epochs", type=int, help="train: this many epochs over the training set in data.batch_size "
+                                              "batches, evaluating after each (see biotp/continuous.py)")
+    p.add_argument("--resume", metavar="RUN.h5", help="continue a continuous-time training run file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
     return p
@@ -262,11 +271,32 @@ def run_simulate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     argv = getattr(args, "argv", None)
+    if args.epochs is not None or args.resume is not None:
+        return _run_training(args, shlex.join(["biotp", *argv]) if argv else None)
+    if args.circuit is None:
+        raise ConfigError("biotp simulate: give a circuit file (or --resume RUN.h5)")
     run = simulate(args.circuit, args.backend, examples=args.examples, duration=args.duration,
                    overrides=args.overrides, seed=args.seed, device=args.device, batch_size=args.batch_size,
                    out=args.out, data_dir=args.data_dir, codegen=args.codegen, progress=not args.quiet,
                    command=shlex.join(["biotp", *argv]) if argv else None)
     print(run.summary_text())
+    return 0
+
+
+def _run_training(args, command: str | None) -> int:
+    """`biotp simulate CIRCUIT --epochs N` / `--resume RUN.h5`: continuous-time training."""
+    from .continuous import train_continuous
+    from .runs import metrics_table
+
+    circuit = load_circuit(args.circuit, args.overrides) if args.circuit else None
+    if circuit is not None and args.seed is not None:
+        circuit = circuit.model_copy(update={"seed": args.seed})
+    out = args.out or (None if args.resume else f"runs/{circuit.name}-continuous.h5")
+    run = train_continuous(circuit, engine=args.backend, out=out, resume=args.resume, epochs=args.epochs,
+                           data_dir=args.data_dir, device=args.device, codegen=args.codegen,
+                           progress=not args.quiet, command=command)
+    print(metrics_table(run.metrics))
+    print(f"run file: {run.path}")
     return 0
 
 

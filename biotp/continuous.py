@@ -1,0 +1,174 @@
+"""Continuous-time training: epochs of the circuit's continuous model over its training set.
+
+Per epoch the training set is shuffled exactly as `biotp train` shuffles it (seeded by
+seed and epoch, so the discrete and the continuous run see the same batches) and presented
+in mini-batches side by side: a forward phase, the events, a target phase during which the
+weights change by the online rule (the batch mean of each example's three-factor change).
+After each epoch the settled forward pass is evaluated on the training, validation and test
+splits, and the run file is rewritten atomically:
+
+  /metrics/<name>   per epoch: epoch, train_loss, train_error, val_error, test_error, seconds,
+                    examples_per_s (as `biotp train`), and the settling statistics
+                    forward_steps, target_steps (mean per batch) and forward_residual,
+                    target_residual (the largest ‖dy/dt‖ in 1/s at a phase's end)
+  /checkpoint/      parameters W, b, V, c by layer, the engine's random state; attrs epoch
+
+A resumed run restores the checkpoint and continues with the same batches and draws, so it
+ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .circuit import Circuit
+from .engines.base import Parameters
+from .errors import BiotpError, DivergenceError
+from .runs import Run, open_run, run_attrs, write_run
+
+PARTS = ("W", "b", "V", "c")
+
+
+def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", out: str | Path | None = None,
+                     resume: str | Path | None = None, epochs: int | None = None, data_dir=None,
+                     device: str | None = None, codegen: str = "numpy", progress: bool = True,
+                     command: str | None = None) -> Run | dict:
+    """Train `circuit`'s continuous-time model (or continue the run file `resume`); the
+    batch size and epochs are the circuit's (`data.batch_size`, `schedule.epochs`)."""
+    from . import data as datasets
+    from .dynamics.model import check_layers
+    from .dynamics.reference import settled_forward
+    from .simulation import _device, build
+
+    metrics: dict[str, list] = defaultdict(list)
+    previous = None
+    if resume is not None:
+        previous = open_run(resume)
+        if previous.attrs.get("kind") != "continuous":
+            raise BiotpError(f"{resume}: not a continuous-time training run (kind {previous.attrs.get('kind')!r})")
+        circuit, out = circuit or previous.circuit, out or resume
+        engine = previous.attrs.get("engine", engine)
+        for k, v in previous.metrics.items():
+            metrics[k] = list(np.asarray(v))
+    if circuit is None:
+        raise BiotpError("train_continuous: give a circuit or a run file to resume")
+    if epochs is not None:
+        circuit = circuit.with_updates(f"schedule.epochs={epochs}")
+    if circuit.dynamics is None:
+        circuit = circuit.with_updates("dynamics={}")
+    check_layers(circuit)
+    dev = _device(device) if engine == "torch" else torch.device("cpu")
+    dtype = torch.float64 if engine == "brian2" else getattr(torch, circuit.dynamics.dtype)
+    d = circuit.data
+    splits = datasets.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                           synthetic=d.synthetic.model_dump())
+    data = {name: (s.x.flatten(1).to(dev, dtype), s.y.to(dev))
+            for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    model, eng, loss = build(circuit, engine, data["train"][0].shape[1], device=dev, dtype=dtype, codegen=codegen)
+    start = 1
+    if previous is not None:
+        if "checkpoint" not in previous.groups:
+            raise BiotpError(f"{resume}: no /checkpoint group to resume from")
+        start = _load(eng, previous.checkpoint, dtype, dev) + 1
+    attrs = run_attrs(circuit, command, kind="continuous", engine=engine, rule=circuit.dynamics.plasticity.rule,
+                      device=str(dev))
+    total = circuit.schedule.epochs
+    for epoch in range(start, total + 1):
+        t0 = time.perf_counter()
+        stats = _epoch(eng, model, circuit, data["train"], epoch, progress)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_forward),
+               "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
+        for k, v in row.items():
+            metrics[k].append(v)
+        if progress:
+            print(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val error {100 * row['val_error']:.2f}%  "
+                  f"test error {100 * row['test_error']:.2f}%  ({row['examples_per_s']:.0f} examples/s)", flush=True)
+        if out is not None:
+            tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()},
+                    "checkpoint": _state(eng, epoch)}
+            write_run(out, attrs, tree)
+    if out is not None:
+        return open_run(out)
+    return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
+
+
+def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool) -> dict:
+    """One pass over the training set in `biotp train`'s batches; the settling statistics."""
+    x, y = train
+    g = torch.Generator().manual_seed(circuit.seed * 100_003 + epoch)  # the fast path's order
+    order = torch.randperm(len(x), generator=g).to(x.device)
+    bs = circuit.data.batch_size
+    steps, residual = defaultdict(list), defaultdict(float)
+    bar = tqdm(total=len(x), desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress)
+    for b, i in enumerate(range(0, len(x), bs)):
+        idx = order[i : i + bs]
+        p = eng.present(x[idx], y[idx], record={})
+        _check_finite(eng, model, p, epoch, b, circuit)
+        for name, phase in (("forward", p.forward), ("target", p.target)):
+            steps[name].append(phase.steps)
+            residual[name] = max(residual[name], max(phase.residual.values(), default=0.0))
+        bar.update(len(idx))
+    bar.close()
+    return {"forward_steps": float(np.mean(steps["forward"])), "target_steps": float(np.mean(steps["target"])),
+            "forward_residual": residual["forward"], "target_residual": residual["target"]}
+
+
+def _check_finite(eng, model, p, epoch: int, batch: int, circuit: Circuit) -> None:
+    """Stop on NaN/inf, naming the population and variable (or projection) and when."""
+    spec = circuit.dynamics
+    when = (f"epoch {epoch}, batch {batch} (the presentation starting {batch * (spec.forward_phase + spec.target_phase):.4g} s "
+            "into the epoch's simulated time)")
+    names = list(model.populations)
+    for var, values in (("h", p.h), ("tgt", p.t)):
+        for name, v in zip(names, values):
+            if not torch.isfinite(v).all():
+                raise DivergenceError(f"the continuous-time model diverged at {when}: {name}.{var} is not finite "
+                                      "(NaN/inf) at the end of the presentation; lower dynamics.plasticity.eta or dt")
+    params = eng.parameters()
+    for part in PARTS:
+        for l, w in getattr(params, part).items():
+            if not torch.isfinite(w).all():
+                what = {"W": f"forward.layer{l} weights", "b": f"layer{l}.b", "V": f"feedback.layer{l} weights",
+                        "c": f"layer{l - 1}.c"}[part]
+                raise DivergenceError(f"the continuous-time model diverged at {when}: {what} not finite (NaN/inf); "
+                                      "lower dynamics.plasticity.eta")
+
+
+@torch.no_grad()
+def _evaluate(model, params: Parameters, loss, data: dict, settled_forward) -> dict:
+    """Loss and error on the training set, error on validation and test, of the settled
+    forward pass (the forward phase's fixed point)."""
+    row = {}
+    for split, (x, y) in data.items():
+        if len(x) == 0:
+            row[f"{split}_error"] = float("nan")
+            continue
+        out = torch.cat([settled_forward(model, params, x[i : i + 1000])[-1] for i in range(0, len(x), 1000)])
+        if split == "train":
+            row["train_loss"] = float(loss(out, y))
+        row[f"{split}_error"] = float((out.argmax(1) != y).double().mean())
+    return {k: row[k] for k in ("train_loss", "train_error", "val_error", "test_error")}
+
+
+def _state(eng, epoch: int) -> dict:
+    params = eng.parameters()
+    tree = {part: {str(l): v.detach().cpu().numpy() for l, v in getattr(params, part).items()} for part in PARTS}
+    tree["epoch"] = np.int64(epoch)
+    if getattr(eng, "generator", None) is not None:
+        tree["generator"] = eng.generator.get_state().numpy()
+    return tree
+
+
+def _load(eng, tree: dict, dtype, device) -> int:
+    conv = lambda d: {int(l): torch.as_tensor(np.asarray(v), dtype=dtype, device=device) for l, v in d.items()}  # noqa: E731
+    eng.set_parameters(Parameters(*(conv(tree.get(part, {})) for part in PARTS)))
+    if "generator" in tree and getattr(eng, "generator", None) is not None:
+        eng.generator.set_state(torch.as_tensor(np.asarray(tree["generator"]), dtype=torch.uint8))
+    return int(tree["epoch"])

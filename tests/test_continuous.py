@@ -1,0 +1,62 @@
+"""Continuous-time training (`biotp simulate --epochs`): it learns, it is repeatable, a
+resumed run ends where an uninterrupted one does, divergence is named; and its batches are
+the fast path's, so the settled update of a batch is the fast path's DTP step."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from biotp.circuit import load_circuit
+from biotp.cli import main
+from biotp.continuous import train_continuous
+from biotp.errors import DivergenceError
+from biotp.runs import open_run
+
+torch.set_num_threads(1)
+MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
+FAST = ["dynamics.forward_phase=4 ms", "dynamics.target_phase=4 ms", "dynamics.record={}", "data.batch_size=16",
+        "dynamics.plasticity.eta=0.5"]
+
+
+def circuit(*extra):
+    return load_circuit(MLP, FAST + list(extra))
+
+
+def test_one_epoch_lowers_the_loss_and_the_same_seed_gives_the_same_metrics():
+    a = train_continuous(circuit(), epochs=1, progress=False)
+    b = train_continuous(circuit(), epochs=1, progress=False)
+    before = train_continuous(circuit("dynamics.plasticity.rule=none", "dynamics.feedback_plasticity.rule=fixed"),
+                              epochs=1, progress=False)
+    assert a["train_loss"][0] < before["train_loss"][0] - 0.2  # the untrained loss is ~2.4
+    for k in ("train_loss", "test_error", "val_error", "forward_steps", "target_residual"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert {"epoch", "train_error", "seconds", "examples_per_s", "target_steps", "forward_residual"} <= set(a)
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    whole = train_continuous(circuit(), epochs=2, out=tmp_path / "whole.h5", progress=False)
+    train_continuous(circuit(), epochs=1, out=tmp_path / "part.h5", progress=False)
+    resumed = train_continuous(resume=tmp_path / "part.h5", epochs=2, progress=False)
+    for k in ("train_loss", "test_error", "val_error"):
+        np.testing.assert_array_equal(resumed.metrics[k], whole.metrics[k])
+    for l in ("1", "2", "3"):
+        np.testing.assert_array_equal(resumed.checkpoint["W"][l], whole.checkpoint["W"][l])
+    assert resumed.attrs["kind"] == "continuous" and int(resumed.checkpoint["epoch"]) == 2
+
+
+def test_divergence_names_the_population_or_projection_and_when():
+    with pytest.raises(DivergenceError, match=r"diverged at epoch 1, batch \d+ .*: (layer\d\.(h|tgt|b) is|forward\.layer\d "
+                                              r"weights) not finite"):
+        train_continuous(circuit("dynamics.plasticity.eta=1e6"), epochs=1, progress=False)
+
+
+def test_the_cli_trains_and_resumes(tmp_path, capsys):
+    out = tmp_path / "c.h5"
+    args = ["simulate", str(MLP), "--epochs", "1", "--out", str(out), "--quiet"] + sum((["--set", s] for s in FAST), [])
+    assert main(args) == 0
+    assert main(["simulate", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "test_error" in text and str(out) in text
+    assert list(open_run(out).metrics["epoch"]) == [1.0, 2.0]
