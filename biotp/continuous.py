@@ -37,19 +37,25 @@ PARTS = ("W", "b", "V", "c")
 
 def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", out: str | Path | None = None,
                      resume: str | Path | None = None, epochs: int | None = None, data_dir=None,
-                     device: str | None = None, codegen: str = "numpy", progress: bool = True,
-                     command: str | None = None) -> Run | dict:
+                     device: str | None = None, codegen: str = "numpy", reference: bool = False,
+                     progress: bool = True, command: str | None = None) -> Run | dict:
     """Train `circuit`'s continuous-time model (or continue the run file `resume`); the
-    batch size and epochs are the circuit's (`data.batch_size`, `schedule.epochs`)."""
+    batch size and epochs are the circuit's (`data.batch_size`, `schedule.epochs`).
+
+    `reference` runs the fast path's own rule beside it (`dynamics.reference.Reference`):
+    each epoch adds reference_test_error (its own trajectory from the same start, on the
+    same batches) and the mean angle_layer<l>, distance_layer<l> between the continuous
+    update of each batch and the fast path's from the same weights."""
     from . import data as datasets
     from .dynamics.model import check_layers
-    from .dynamics.reference import settled_forward
+    from .dynamics.reference import Reference, settled_error, settled_forward
     from .simulation import _device, build
 
     metrics: dict[str, list] = defaultdict(list)
     previous = None
     if resume is not None:
         previous = open_run(resume)
+        reference = reference or any(k.startswith("angle_layer") for k in previous.metrics)
         if previous.attrs.get("kind") != "continuous":
             raise BiotpError(f"{resume}: not a continuous-time training run (kind {previous.attrs.get('kind')!r})")
         circuit, out = circuit or previous.circuit, out or resume
@@ -76,15 +82,23 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
         if "checkpoint" not in previous.groups:
             raise BiotpError(f"{resume}: no /checkpoint group to resume from")
         start = _load(eng, previous.checkpoint, dtype, dev) + 1
+    ref = None
+    if reference:
+        if previous is not None:
+            raise BiotpError(f"{resume}: a run with a discrete reference restarts from epoch 1 (the reference's "
+                             "own weights are not checkpointed)")
+        ref = Reference(circuit, model, data["train"][0].shape[1], eng.parameters())
     attrs = run_attrs(circuit, command, kind="continuous", engine=engine, rule=circuit.dynamics.plasticity.rule,
                       device=str(dev))
     total = circuit.schedule.epochs
     for epoch in range(start, total + 1):
         t0 = time.perf_counter()
-        stats = _epoch(eng, model, circuit, data["train"], epoch, progress)
+        stats = _epoch(eng, model, circuit, data["train"], epoch, progress, ref)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_forward),
                "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
+        if ref is not None:
+            row.update(ref.columns(lambda p: settled_error(model, p, loss, *data["test"]), model.L))
         for k, v in row.items():
             metrics[k].append(v)
         if progress:
@@ -99,7 +113,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
 
 
-def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool) -> dict:
+def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=None) -> dict:
     """One pass over the training set in `biotp train`'s batches; the settling statistics."""
     x, y = train
     g = torch.Generator().manual_seed(circuit.seed * 100_003 + epoch)  # the fast path's order
@@ -109,8 +123,12 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool) -> d
     bar = tqdm(total=len(x), desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress)
     for b, i in enumerate(range(0, len(x), bs)):
         idx = order[i : i + bs]
+        if ref is not None:
+            ref.expect(eng.parameters(), x[idx], y[idx])
         p = eng.present(x[idx], y[idx], record={})
         _check_finite(eng, model, p, epoch, b, circuit)
+        if ref is not None:
+            ref.compare(eng.parameters(), x[idx], y[idx])
         for name, phase in (("forward", p.forward), ("target", p.target)):
             steps[name].append(phase.steps)
             residual[name] = max(residual[name], max(phase.residual.values(), default=0.0))

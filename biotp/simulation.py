@@ -262,6 +262,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="train: this many epochs over the training set in data.batch_size "
                                               "batches, evaluating after each (see biotp/continuous.py)")
     p.add_argument("--resume", metavar="RUN.h5", help="continue a continuous-time training run file")
+    p.add_argument("--reference", action="store_true",
+                   help="with --epochs: run the fast path's own rule beside it (dtp, or dtp_gn for dtp1) and record "
+                        "its test error and the angle between the two updates of every batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
     return p
@@ -294,7 +297,7 @@ def _run_training(args, command: str | None) -> int:
     out = args.out or (None if args.resume else f"runs/{circuit.name}-continuous.h5")
     run = train_continuous(circuit, engine=args.backend, out=out, resume=args.resume, epochs=args.epochs,
                            data_dir=args.data_dir, device=args.device, codegen=args.codegen,
-                           progress=not args.quiet, command=command)
+                           reference=args.reference, progress=not args.quiet, command=command)
     print(metrics_table(run.metrics))
     print(f"run file: {run.path}")
     return 0

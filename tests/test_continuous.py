@@ -60,3 +60,20 @@ def test_the_cli_trains_and_resumes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "test_error" in text and str(out) in text
     assert list(open_run(out).metrics["epoch"]) == [1.0, 2.0]
+
+
+def test_settled_training_follows_the_fast_paths_dtp_more_closely_as_it_settles():
+    """Digits, two epochs, the same weights, seed and batches: the continuous `dtp` run and
+    the fast path's `dtp` (its own SGD trajectory, η̂ = β, fixed feedback shared).  The
+    angle between their updates shrinks as the phases approach settling; settled, the two
+    runs agree to the update and to the test error."""
+    angles, gaps = [], []
+    for phase in ("3 ms", "10 ms", "30 ms"):
+        c = circuit("dynamics.target={mode: gradient_step, beta: 0.5}", "dynamics.feedback_plasticity.rule=fixed",
+                    f"dynamics.forward_phase={phase}", f"dynamics.target_phase={phase}", "dynamics.dtype=float64",
+                    "data.batch_size=32")
+        m = train_continuous(c, epochs=2, reference=True, progress=False)
+        angles.append(max(m[f"angle_layer{l}"].max() for l in (1, 2, 3)))
+        gaps.append(np.abs(m["test_error"] - m["reference_test_error"]).max())
+    assert angles[0] > angles[1] > angles[2], angles
+    assert angles[2] < 0.01 and gaps[2] < 0.003, (angles, gaps)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -93,3 +94,51 @@ class FastPathRule:
                 scale = -self.eta  # dtp_gn's .grad is minus its update
             out[l] = (scale * layer.weight.grad.detach().clone(), scale * layer.bias.grad.detach().clone())
         return out
+
+
+class Reference:
+    """The fast path's own rule beside a continuous run: its own forward-weight trajectory
+    from the same start (sharing the continuous run's feedback weights, which the fast path's
+    rule does not train here), and for every batch the angle and relative distance
+    ‖ΔW_cont − ΔW_disc‖/‖ΔW_disc‖ between the continuous ΔW_l and the fast path's from the
+    same weights.  `expect` before a batch, `compare` after it, `columns` per metrics row."""
+
+    def __init__(self, circuit, model, input_size: int, params):
+        self.rule = FastPathRule(circuit, model, input_size)
+        self.params = params.copy(torch.float64)
+        self.pending: dict[str, list] = {}
+
+    def expect(self, params, x, y) -> None:
+        """Before a batch: the parameters it starts from and the fast path's ΔW from them."""
+        self.start = params
+        self.dW = self.rule.update(params.copy(torch.float64), x, y)
+
+    def compare(self, params, x, y) -> None:
+        """After the batch: compare its ΔW with the expected one; advance the reference."""
+        for l, (dref, _) in self.dW.items():
+            dcont = (params.W[l] - self.start.W[l]).double()
+            dref = dref.to(dcont.device)
+            self.pending.setdefault(f"angle_layer{l}", []).append(angle(dcont, dref))
+            self.pending.setdefault(f"distance_layer{l}", []).append(
+                float((dcont - dref).norm() / dref.norm().clamp_min(1e-30)))
+        self.params.V, self.params.c = ({k: v.double().clone() for k, v in d.items()} for d in (params.V, params.c))
+        for l, (dW, db) in self.rule.update(self.params, x, y).items():
+            self.params.W[l] = self.params.W[l] + dW
+            self.params.b[l] = self.params.b[l] + db
+
+    def columns(self, evaluate, L: int) -> dict:
+        """A metrics row's reference columns: its test error (`evaluate(params)`), the mean
+        angles and distances since the last row (nan before any batch)."""
+        row = {"reference_test_error": evaluate(self.params)[0]}
+        for l in range(1, L + 1):
+            for name in (f"angle_layer{l}", f"distance_layer{l}"):
+                vals = self.pending.pop(name, [])
+                row[name] = float(np.mean(vals)) if vals else np.nan
+        return row
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle (degrees) between two weight changes, flattened."""
+    a, b = a.flatten().double(), b.flatten().double()
+    cos = (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)
+    return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time as clock
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import DivergenceError
 from ..runs import write_run
+from ..dynamics.reference import Reference
 from .interventions import Interventions
 from .results import ProtocolRun, file_attrs, finished_points, point_group, point_tree
 from .schema import Protocol, _assign, load_protocol, parse_protocol
@@ -114,7 +114,8 @@ class ContinuousRun:
         n_trials = p.trials
         recorded = _recorded_trials(p)
         every = p.evaluate.every or n_trials
-        ref = Reference(self) if p.reference == "discrete" else None
+        ref = Reference(self.pt.circuit, self.model, self.x.shape[1], self.engine.parameters()) \
+            if p.reference == "discrete" else None
         log = _Log(self, ref)
         traces: dict = {}
         h_last = None
@@ -205,54 +206,3 @@ class _Log:
             row.update(self.ref.columns(run.evaluate, L))
         for name, v in row.items():
             self.metrics.setdefault(name, []).append(v)
-
-
-# --------------------------------------------------------- the discrete reference
-
-
-class Reference:
-    """The fast path's own rule beside the continuous one (`reference: discrete`, see
-    `biotp.dynamics.reference.FastPathRule`): its own forward-weight trajectory from the same
-    start (sharing the continuous run's feedback weights), and each trial the angle and
-    relative distance between the continuous ΔW_l and the fast path's from the same weights."""
-
-    def __init__(self, run: ContinuousRun):
-        from ..dynamics.reference import FastPathRule
-
-        self.rule = FastPathRule(run.pt.circuit, run.model, run.x.shape[1])
-        self.params = run.engine.parameters().copy(torch.float64)
-        self.pending: dict[str, list] = {}
-
-    def expect(self, params, x, y) -> None:
-        """Before a trial: the parameters it starts from and the fast path's ΔW from them."""
-        self.start = params
-        self.dW = self.rule.update(params.copy(torch.float64), x, y)
-
-    def compare(self, params, x, y) -> None:
-        """After the trial: compare its ΔW with the expected one; advance the reference."""
-        for l, (dref, _) in self.dW.items():
-            dcont = (params.W[l] - self.start.W[l]).double()
-            dref = dref.to(dcont.device)
-            self.pending.setdefault(f"angle_layer{l}", []).append(_angle(dcont, dref))
-            self.pending.setdefault(f"distance_layer{l}", []).append(
-                float((dcont - dref).norm() / dref.norm().clamp_min(1e-30)))
-        self.params.V, self.params.c = ({k: v.double().clone() for k, v in d.items()} for d in (params.V, params.c))
-        for l, (dW, db) in self.rule.update(self.params, x, y).items():
-            self.params.W[l] = self.params.W[l] + dW
-            self.params.b[l] = self.params.b[l] + db
-
-    def columns(self, evaluate, L: int) -> dict:
-        """A metrics row's reference columns: its error, the mean angles and distances since the last row."""
-        row = {"reference_test_error": evaluate(self.params)[0]}
-        for l in range(1, L + 1):  # nan where no update was compared (the first row)
-            for name in (f"angle_layer{l}", f"distance_layer{l}"):
-                vals = self.pending.pop(name, [])
-                row[name] = float(np.mean(vals)) if vals else np.nan
-        return row
-
-
-def _angle(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle (degrees) between two weight changes, flattened."""
-    a, b = a.flatten().double(), b.flatten().double()
-    cos = (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300)
-    return float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))))
