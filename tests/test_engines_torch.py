@@ -392,3 +392,69 @@ def test_decoder_rule_is_dtp_gns_decoder_update():
         assert dV.abs().max() > 1e-4
         torch.testing.assert_close(after.V[l] - before.V[l], 0.05 * dV, atol=1e-14, rtol=1e-10)
         torch.testing.assert_close(after.c[l] - before.c[l], 0.05 * dc, atol=1e-14, rtol=1e-10)
+
+
+# ----------------------------------------------------------- the adaptive solver
+
+ADAPTIVE_NET = [{"size": 6, "activation": "tanh", "repeat": 2}, {"size": 4, "activation": "linear"}]
+ADAPTIVE_DYN = {"tau_f": "1 ms", "tau_t": "1 ms", "forward_phase": "6 ms", "target_phase": "6 ms",
+                "relaxation": "difference", "target": {"mode": "nudged", "beta": 0.5},
+                "plasticity": {"rule": "dtp", "eta": 0.5}}
+
+
+def adaptive_run(x, y, **dyn):
+    c = circuit(ADAPTIVE_NET, {**ADAPTIVE_DYN, **dyn}, loss="cross_entropy")
+    eng, _ = engine(c, 5, seed=3)
+    p = eng.present(x, y, record={})
+    return p, eng.parameters()
+
+
+def test_adaptive_solver_meets_its_tolerance_on_the_coupled_dynamics():
+    """Bogacki-Shampine 3(2) with a step per example against RK4 with a 50x smaller step than
+    the adaptive solver's first: targets, activities and the learnt weights (integrated as a
+    quadrature along each example's steps) within a few times the tolerance, the error
+    falling with it."""
+    x, y = torch.rand(5, 5, dtype=D, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 2, 1, 3, 0])
+    ref, Pref = adaptive_run(x, y, dt="0.01 ms", solver="rk4")
+    errors, steps = [], []
+    for tol in (1e-3, 1e-5, 1e-7):
+        p, P = adaptive_run(x, y, dt="0.5 ms", solver="adaptive", solver_rtol=tol, solver_atol=tol / 100)
+        errors.append(max((p.t[1] - ref.t[1]).abs().max().item(), (p.h[3] - ref.h[3]).abs().max().item(),
+                          max((P.W[l] - Pref.W[l]).abs().max().item() for l in (1, 2, 3))))
+        steps.append(p.target.steps)
+        assert errors[-1] < 10 * tol, (tol, errors)
+    assert errors[0] > 10 * errors[1] > 100 * errors[2] and steps[0] < steps[1] < steps[2], (errors, steps)
+
+
+def test_adaptive_solver_steps_each_example_on_its_own():
+    """Without plasticity the examples are independent: in a batch each ends exactly where it
+    ends alone, though they settle after different numbers of steps -- an example that has
+    settled leaves the batch and does not move while the others go on (up to the rounding
+    of batched products)."""
+    x = torch.rand(3, 5, dtype=D, generator=torch.Generator().manual_seed(4)) * torch.tensor([[0.01], [1.0], [3.0]], dtype=D)
+    y = torch.tensor([0, 1, 2])
+    kw = dict(dt="0.5 ms", solver="adaptive", stop="steady", atol=1e-3, rtol=1e-6, forward_phase="40 ms",
+              plasticity={"rule": "none"})
+    batch, _ = adaptive_run(x, y, **kw)
+    alone = [adaptive_run(x[i : i + 1], y[i : i + 1], **kw)[0] for i in range(3)]
+    for i, p in enumerate(alone):
+        for l in (1, 2, 3):
+            torch.testing.assert_close(batch.h[l][i : i + 1], p.h[l], atol=1e-12, rtol=0)  # (batched products round
+            torch.testing.assert_close(batch.t[l][i : i + 1], p.t[l], atol=1e-12, rtol=0)  # differently: 1e-14)
+    forward = [p.forward.steps for p in alone]
+    assert len(set(forward)) > 1 and batch.forward.steps == max(forward), forward
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"relaxation": "gradient"}, "read the plastic weights"),
+    ({"plasticity": {"rule": "dtp", "gamma": "5 Hz"}}, "weight decay"),
+])
+def test_adaptive_solver_refuses_what_it_cannot_honour(change, message):
+    from biotp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        adaptive_run(torch.rand(1, 5, dtype=D), torch.tensor([0]), solver="adaptive", **change)
+    c = circuit(ADAPTIVE_NET, {**ADAPTIVE_DYN, "solver": "adaptive", "record": {"layer1": ["h"]}}, loss="cross_entropy")
+    eng, _ = engine(c, 5)
+    with pytest.raises(ConfigError, match="recording traces"):
+        eng.present(torch.rand(1, 5, dtype=D), torch.tensor([0]))

@@ -45,3 +45,34 @@ class RK4:
 
 
 SOLVERS = {"euler": Euler, "rk4": RK4}
+
+
+class BogackiShampine:
+    """The embedded Runge-Kutta 3(2) pair of Bogacki & Shampine (1989), with a step size per
+    example: `h` is a [batch, 1] tensor, every leaf of y is [batch, n].  Returns the
+    third-order solution, the stages (rates) and the per-leaf error estimate y3 - y2; the
+    caller's controller accepts or rejects each example's step (`Adaptive`)."""
+
+    order = 3
+    c = (0.0, 0.5, 0.75, 1.0)
+    a = ((), (0.5,), (0.0, 0.75), (2 / 9, 1 / 3, 4 / 9))
+    b = (2 / 9, 1 / 3, 4 / 9, 0.0)
+    b_low = (7 / 24, 1 / 4, 1 / 3, 1 / 8)
+
+    def step(self, field, y, h):
+        ks = []
+        for i in range(4):
+            yi = y
+            for j, aij in enumerate(self.a[i]):
+                if aij:
+                    yi = _axpy(yi, ks[j], h * aij)
+            ks.append(field(yi))
+        y3 = y
+        for bi, k in zip(self.b[:3], ks[:3]):
+            y3 = _axpy(y3, k, h * bi)
+        err = {n: {l: h * sum((b - bl) * k[n][l] for b, bl, k in zip(self.b, self.b_low, ks)) for l in ks[0][n]}
+               for n in ks[0]}
+        return y3, ks, err
+
+
+SOLVERS["adaptive"] = BogackiShampine

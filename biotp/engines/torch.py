@@ -83,6 +83,12 @@ def compile_expression(text: str, constants: dict, where: str):
     return eval(f"lambda s: {code}", {"torch": torch})  # noqa: S307 (code printed from sympy above)
 
 
+def _rows(tree: dict, rows: torch.Tensor, batch: int) -> dict:
+    """The examples `rows` of every per-example leaf ([batch, ...]) of a dict of dicts."""
+    return {n: {v: x[rows] if torch.is_tensor(x) and x.dim() >= 2 and x.shape[0] == batch else x
+                for v, x in part.items()} for n, part in tree.items()}
+
+
 class Scope(dict):
     """The variables of one population at one instant: a missing subexpression is computed
     on first use, and so is a coupling it receives (`into`), from the sending population's
@@ -159,7 +165,24 @@ class TorchEngine(Engine):
         self.compiled_statements = {id(s): compile_expression(s.expr, {**units}, f"{s.scope}: {s.var}")
                                     for s in model.statements}
         self.solver = SOLVERS[self.spec.solver]()
+        if self.spec.solver == "adaptive":
+            self._check_adaptive()
         self.set_parameters(params)
+
+    def _check_adaptive(self) -> None:
+        """What the adaptive solver's per-example steps cannot honour, refused by name."""
+        spec, why = self.spec, None
+        if any(self.pops[n].stochastic for n in self.pops):
+            why = "a user's white noise xi needs a fixed step (euler)"
+        elif self.model.plastic and spec.relaxation != "difference":
+            why = (f"with plasticity the targets of relaxation {spec.relaxation!r} read the plastic weights, which "
+                   "the examples share: use relaxation difference, or euler/rk4")
+        elif self.model.plastic and spec.plasticity.gamma > 0:
+            why = "weight decay (plasticity.gamma > 0) acts on the shared weights over the batch's time: use euler/rk4"
+        elif self.model.plastic and spec.plasticity.influence:
+            why = "the layer factor (influence) is applied by the fixed-step solvers only"
+        if why:
+            raise ConfigError(f"dynamics.solver: adaptive: {why}")
 
     # ------------------------------------------------------------- parameters
     def parameters(self) -> Parameters:
@@ -318,6 +341,8 @@ class TorchEngine(Engine):
     def _phase(self, phase: str, steps: int, moving: list, sample) -> Phase:
         """Integrate `steps` of dt (fewer at steady state), sampling every `record_every`
         steps; `moving` [(layer, population, var)] decide steady state and the residual."""
+        if self.spec.solver == "adaptive":
+            return self._adaptive_phase(phase, steps, moving)
         spec, every = self.spec, self.spec.record_every
         y = self._state(phase)
         s = 0
@@ -344,6 +369,80 @@ class TorchEngine(Engine):
             for _ in range((s // every + 1) * every, steps, every):
                 sample(self.last, k)
         return Phase(s, {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
+
+    def _adaptive_phase(self, phase: str, steps: int, moving: list) -> Phase:
+        """The phase's `steps` × dt with an embedded Runge-Kutta 3(2) pair and a step size per
+        example (the local error of each state variable within solver_atol + solver_rtol |y|).
+        An example that has finished (or, with `stop: steady`, settled) leaves the batch, so
+        it costs nothing more.  The plastic weights and biases change by the quadrature of
+        each example's own err ⊗ h_pre along its own trajectory, batch-averaged; the targets
+        of the difference relaxation -- the only one allowed with plasticity here -- do not
+        read the forward weights, so this is the same ODE as the fixed-step solvers'."""
+        spec, solver = self.spec, self.solver
+        B, T = self.B, steps * spec.dt
+        y = self._state(phase)
+        plastic = y.pop("~w", {})
+        for part in y.values():
+            for v in [v for v in part if v in SHARED]:
+                del part[v]
+        y = {n: part for n, part in y.items() if part}
+        full = self.values
+        t = torch.zeros(B, dtype=self.dtype, device=self.device)
+        h = torch.full((B, 1), spec.dt, dtype=self.dtype, device=self.device)
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        taken = torch.zeros(B, dtype=torch.long, device=self.device)
+        dW = {proj: torch.zeros_like(w) for proj, w in plastic.items()}
+        db = {self.model.projections[proj].post: torch.zeros_like(self.base[self.model.projections[proj].post]["b"])
+              for proj in plastic}
+        while not bool(done.all()):
+            rows = (~done).nonzero().squeeze(1)
+            self.values, self.B = _rows(full, rows, B), len(rows)
+            ys, hs = _rows(y, rows, B), h[rows]
+            scopes = []
+
+            def field(yy):
+                out = self.field(yy)
+                scopes.append(self.last)
+                return out
+
+            y3, ks, err = solver.step(field, ys, hs)
+            ratio = torch.zeros(len(rows), dtype=self.dtype, device=self.device)
+            for n, part in err.items():
+                for v, e in part.items():
+                    scale = spec.solver_atol + spec.solver_rtol * torch.maximum(ys[n][v].abs(), y3[n][v].abs())
+                    ratio = torch.maximum(ratio, (e.abs() / scale).amax(1))
+            accept = ratio <= 1
+            settled = torch.zeros_like(accept)
+            if spec.stop == "steady" and moving:
+                settled = torch.stack([ks[0][pop][var].norm(dim=1) <= spec.atol + spec.rtol * ys[pop][var].norm(dim=1)
+                                       for _, pop, var in moving]).all(0)
+            go = (accept & ~settled).to(self.dtype)[:, None]
+            for proj in plastic:  # ∫ err ⊗ h_pre dt, each example along its own steps
+                p = self.model.projections[proj]
+                for bi, sc in zip(solver.b, scopes):
+                    if bi:
+                        e = self._batch(sc[p.post][self.model.rules[proj]], p.post) * (hs * go * bi)
+                        dW[proj] += e.T @ sc[p.pre]["h"]
+                        db[p.post] += e.sum(0)
+            for n, part in y.items():
+                for v in part:
+                    part[v] = part[v].index_copy(0, rows, torch.where(go.bool(), y3[n][v], ys[n][v]))
+            t[rows] += hs[:, 0] * go[:, 0]
+            taken[rows] += go[:, 0].long()
+            done[rows] = settled | (t[rows] >= T * (1 - 1e-12))
+            grow = (0.9 * ratio.clamp_min(1e-10) ** (-1 / solver.order)).clamp(0.2, 5.0)
+            h[rows] = torch.minimum(hs * grow[:, None], (T - t[rows]).clamp_min(0)[:, None])
+        self.values, self.B = full, B
+        eta = self.constants["eta"]
+        for proj, w in plastic.items():
+            mask = self.alive.get(proj)
+            change = eta * dW[proj] / B
+            y.setdefault("~w", {})[proj] = w + (change if mask is None else change * mask)
+            post = self.model.projections[proj].post
+            y.setdefault(post, {})["b"] = self.base[post]["b"] + eta * db[post] / B
+        self._store(y)
+        k = self.field(self._state(phase))
+        return Phase(int(taken.max()), {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
 
     def _steady(self, moving, y, k) -> bool:
         """‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable and example."""
@@ -455,6 +554,9 @@ class TorchEngine(Engine):
         if perturbation.noise and not perturbation.xi:
             perturbation = perturbation.draw(model, x.shape[0], self.generator, self.dtype)
         record = spec.record if record is None else record
+        if spec.solver == "adaptive" and (any(record.values()) or perturbation.noise):
+            raise ConfigError("dynamics.solver: adaptive steps each example on its own grid; recording traces "
+                              "(dynamics.record) and noise need a fixed-step solver (euler or rk4)")
         x = x.flatten(1).to(self.dtype).to(self.device)
         self._start(x, y, perturbation)
         sample, traces = self._sampler(record)
