@@ -1,6 +1,8 @@
-"""Settling and online-learning throughput of the two engines on one 784-256-256-10 circuit.
+"""Settling and online-learning throughput of the two engines on one 784-256-256-10 circuit,
+the cost of a continuous-time training epoch against the fast path's, and how time and
+memory grow with batch size and depth.
 
-    python benchmarks/settling.py [--examples 1024] [--data-dir DIR]
+    python benchmarks/settling.py [--examples 1024] [--data-dir DIR] [--quick]
 
 Settling: forward phase then target phase (difference relaxation, float64, Euler), each to
 the tolerance ‖dy/dt‖ < atol + rtol‖y‖ (torch; brian2 runs the number of steps torch
@@ -12,6 +14,12 @@ example at a time.  Prints examples/s and the ratio to brian2's cython target.  
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import math
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -57,13 +65,97 @@ def inputs(n, data_dir):
         return torch.rand(n, 784, generator=g, dtype=D), torch.randint(0, 10, (n,), generator=g), "random"
 
 
+TRAIN = {"tau_f": "1 ms", "tau_t": "1 ms", "dt": "0.2 ms", "forward_phase": "40 ms", "target_phase": "40 ms",
+         "relaxation": "difference", "target": {"mode": "gradient_step", "beta": 0.5},
+         "plasticity": {"rule": "dtp", "eta": 0.1}, "feedback_plasticity": {"rule": "fixed"}, "stop": "steady",
+         "atol": 1.0, "rtol": 1e-3, "solver_rtol": 1e-3, "solver_atol": 1e-5, "dtype": "float32"}
+SOLVER_DT = {"euler": "0.2 ms", "rk4": "0.5 ms", "adaptive": "0.5 ms"}
+
+
+def train_circuit(hidden: list[int], **dyn):
+    layers = [{"size": n, "activation": "tanh"} for n in hidden] + [{"size": 10, "activation": "linear"}]
+    return parse_circuit({"network": {"layers": layers}, "loss": "cross_entropy",
+                          "algorithm": {"name": "dtp", "eta_hat": 0.5}, "optimizer": {"name": "sgd", "lr": 0.05},
+                          "dynamics": {**TRAIN, **dyn}}, "<benchmark>")
+
+
+def epoch_costs(x, y, batch: int = 100) -> dict:
+    """Seconds per example: the fast path's dtp, and continuous training with each solver."""
+    from biotp.algorithms import build as build_rule
+
+    x, out = x.float(), {}
+    c = train_circuit([256, 256])
+    rule = build_rule(c, 784, 10)
+    opt = torch.optim.SGD(rule.forward_params(), lr=0.05)
+    start = time.process_time()
+    for i in range(0, len(x), batch):
+        rule.zero_grad(set_to_none=True)
+        rule.grads(x[i : i + batch], y[i : i + batch], forward=True, feedback=False)
+        opt.step()
+    out["discrete dtp"] = (time.process_time() - start) / len(x)
+    for solver, dt in SOLVER_DT.items():
+        eng = make(train_circuit([256, 256], solver=solver, dt=dt), Network(c, 784, with_feedback=True, seed=0),
+                   dtype=torch.float32)
+        start = time.process_time()
+        for i in range(0, len(x), batch):
+            eng.present(x[i : i + batch], y[i : i + batch], record={})
+        out[f"continuous {solver}"] = (time.process_time() - start) / len(x)
+    return out
+
+
+def probe(batch: int, depth: int) -> None:
+    """One presentation (forward and target phase, Euler, float32) of `batch` examples
+    through `depth` hidden layers of 256: prints examples/s and the peak memory the model,
+    its engine and the presentation added to the process."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    c = train_circuit([256] * depth)
+    eng = make(c, Network(c, 784, with_feedback=True, seed=0), dtype=torch.float32)
+    x, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
+    eng.present(x[:1], y[:1], record={})  # warm up
+    start = time.perf_counter()
+    eng.present(x, y, record={})
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"examples_per_s": batch / seconds, "peak_mib": (after - before) / 1024}))
+
+
+def scale_table(batches=(1, 8, 64, 512), depths=(2, 4, 8)) -> list:
+    rows = []
+    for depth in depths:
+        for batch in batches:
+            done = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(depth)], capture_output=True,
+                                  text=True, check=True)
+            rows.append((batch, depth, json.loads(done.stdout.strip().splitlines()[-1])))
+    return rows
+
+
+def equivalence_gap() -> float:
+    """The largest per-epoch |continuous - fast path| test error (percentage points) in the
+    equivalence run files, or nan where none has been run."""
+    import numpy as np
+
+    from biotp.runs import open_run
+
+    gaps = []
+    for path in glob.glob("runs/equivalence_*.h5"):
+        m = open_run(path).metrics
+        if "reference_test_error" in m:
+            gaps.append(float(np.max(np.abs(m["test_error"] - m["reference_test_error"]))) * 100)
+    return max(gaps) if gaps else math.nan
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=1024, help="examples for torch batch 128")
     ap.add_argument("--small", type=int, default=16, help="examples for torch batch 1 and brian2")
+    ap.add_argument("--epoch-examples", type=int, default=2000, help="examples timed for the epoch cost")
+    ap.add_argument("--quick", action="store_true", help="a smaller scale table (batches 1, 64; depths 2, 4)")
     ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--probe", nargs=2, type=int, metavar=("BATCH", "DEPTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.probe:
+        return probe(*args.probe)
     x, y, source = inputs(args.examples, args.data_dir)
     c = circuit(False)
     net = Network(c, 784, with_feedback=True, seed=0)
@@ -103,6 +195,22 @@ def main():
     print(f"{'':{width}}  {'examples/s':>12}  {'× brian2 cython':>16}")
     for k, v in rows:
         print(f"{k:{width}}  {v:12.1f}  {v / ref_rate:16.1f}")
+
+    xe, ye, _ = inputs(args.epoch_examples, args.data_dir)
+    costs = epoch_costs(xe, ye)
+    print(f"\nepoch cost, 784-256-256-10, batches of 100, {len(xe)} {source} examples, float32 "
+          "(process CPU seconds per example)")
+    for k, v in costs.items():
+        print(f"{k:24}  {1e3 * v:9.3f} ms/example  × discrete {v / costs['discrete dtp']:6.2f}")
+    scale = scale_table((1, 64), (2, 4)) if args.quick else scale_table()
+    print("\none presentation (Euler, float32), hidden layers of 256: examples/s, and the peak memory of\n"
+          "the model, its engine and the presentation (maximum resident set growth of a fresh process)")
+    print(f"{'depth':>5}  {'batch':>5}  {'examples/s':>11}  {'peak MiB':>9}")
+    for batch, depth, r in scale:
+        print(f"{depth:5d}  {batch:5d}  {r['examples_per_s']:11.1f}  {r['peak_mib']:9.1f}")
+    best = min(v for k, v in costs.items() if k.startswith("continuous")) / costs["discrete dtp"]
+    speedup = dict(rows)["settle  torch batch 128"] / ref_rate
+    print(f"summary: continuous/discrete {best:.2f} torch/brian2 {speedup:.1f} equivalence_gap_pp {equivalence_gap():.2f}")
 
 
 if __name__ == "__main__":
