@@ -40,13 +40,19 @@ def circuit(plastic: bool, **dyn):
     return parse_circuit({"network": {"layers": layers}, "loss": "cross_entropy", "dynamics": spec}, "<benchmark>")
 
 
+DEVICE = "cpu"  # the torch engine's (--device); brian2 runs on the CPU
+
+
 def make(c, net, backend="torch", codegen="numpy", dtype=D):
-    return build(c, backend, 784, dtype=dtype, codegen=codegen, net=net)[1]
+    return build(c, backend, 784, dtype=dtype, codegen=codegen, net=net,
+                 device=DEVICE if backend == "torch" else "cpu")[1]
 
 
 def throughput(engine, x, y, batch):
     """(examples/s, max forward steps, max target steps, presentations)."""
     start, fs, ts, ps = time.perf_counter(), 0, 0, []
+    if getattr(engine, "name", "") == "torch":
+        x, y = x.to(DEVICE), y.to(DEVICE)
     for i in range(0, len(x), batch):
         p = engine.present(x[i : i + batch], y[i : i + batch])
         fs, ts = max(fs, p.forward.steps), max(ts, p.target.steps)
@@ -83,9 +89,9 @@ def epoch_costs(x, y, batch: int = 100) -> dict:
     """Seconds per example: the fast path's dtp, and continuous training with each solver."""
     from biotp.algorithms import build as build_rule
 
-    x, out = x.float(), {}
+    x, y, out = x.float().to(DEVICE), y.to(DEVICE), {}
     c = train_circuit([256, 256])
-    rule = build_rule(c, 784, 10)
+    rule = build_rule(c, 784, 10, DEVICE)
     opt = torch.optim.SGD(rule.forward_params(), lr=0.05)
     start = time.process_time()
     for i in range(0, len(x), batch):
@@ -110,7 +116,7 @@ def probe(batch: int, depth: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     c = train_circuit([256] * depth)
     eng = make(c, Network(c, 784, with_feedback=True, seed=0), dtype=torch.float32)
-    x, y = torch.rand(batch, 784), torch.randint(0, 10, (batch,))
+    x, y = torch.rand(batch, 784, device=DEVICE), torch.randint(0, 10, (batch,), device=DEVICE)
     eng.present(x[:1], y[:1], record={})  # warm up
     start = time.perf_counter()
     eng.present(x, y, record={})
@@ -123,8 +129,8 @@ def scale_table(batches=(1, 8, 64, 512), depths=(2, 4, 8)) -> list:
     rows = []
     for depth in depths:
         for batch in batches:
-            done = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(depth)], capture_output=True,
-                                  text=True, check=True)
+            done = subprocess.run([sys.executable, __file__, "--probe", str(batch), str(depth), "--device", DEVICE],
+                                  capture_output=True, text=True, check=True)
             rows.append((batch, depth, json.loads(done.stdout.strip().splitlines()[-1])))
     return rows
 
@@ -151,9 +157,12 @@ def main():
     ap.add_argument("--epoch-examples", type=int, default=2000, help="examples timed for the epoch cost")
     ap.add_argument("--quick", action="store_true", help="a smaller scale table (batches 1, 64; depths 2, 4)")
     ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="the torch engine's device")
     ap.add_argument("--probe", nargs=2, type=int, metavar=("BATCH", "DEPTH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    global DEVICE
+    DEVICE = args.device
     if args.probe:
         return probe(*args.probe)
     x, y, source = inputs(args.examples, args.data_dir)
@@ -177,7 +186,8 @@ def main():
         eng = make(fixed, net, "brian2", codegen)
         eng.present(xs[:1], ys[:1])  # warm up (code generation, compilation)
         rate_b, _, _, ps = throughput(eng, xs, ys, len(xs))
-        err = max(float((a - b).abs().max()) for l in range(1, 4) for a, b in ((ps[0].h[l], ref[0].h[l]), (ps[0].t[l], ref[0].t[l])))
+        err = max(float((a.cpu() - b.cpu()).abs().max())
+                  for l in range(1, 4) for a, b in ((ps[0].h[l], ref[0].h[l]), (ps[0].t[l], ref[0].t[l])))
         rows.append((f"settle  brian2 {codegen} (max |Δ| vs torch {err:.1e})", rate_b))
 
     cp = circuit(True, forward_phase=f"{nf * 0.2:.1f} ms", target_phase=f"{nt * 0.2:.1f} ms", stop="fixed")

@@ -458,3 +458,18 @@ def test_adaptive_solver_refuses_what_it_cannot_honour(change, message):
     eng, _ = engine(c, 5)
     with pytest.raises(ConfigError, match="recording traces"):
         eng.present(torch.rand(1, 5, dtype=D), torch.tensor([0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_presentation_equals_cpu():
+    """The same presentation on CUDA and on the CPU (float64): traces and learnt weights."""
+    c = circuit(ADAPTIVE_NET, {**ADAPTIVE_DYN, "record": {"layer1": ["h", "t"]}}, loss="cross_entropy")
+    x, y = torch.rand(4, 5, dtype=D), torch.tensor([0, 1, 2, 3])
+    out = []
+    for device in ("cpu", "cuda"):
+        net = Network(c, 5, with_feedback=True, seed=0)
+        eng = TorchEngine(build_model(c, 5), Parameters.from_network(net, D, device), device=device)
+        p = eng.present(x.to(device), y.to(device))
+        out.append((p.traces[("layer1", "t")].cpu(), eng.parameters().W[1].cpu()))
+    torch.testing.assert_close(out[0][0], out[1][0], atol=1e-12, rtol=0)
+    torch.testing.assert_close(out[0][1], out[1][1], atol=1e-12, rtol=0)

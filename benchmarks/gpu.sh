@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The fast-path and settling benchmarks on a CUDA machine, in one go (meant to take under
+# 10 minutes): the same tables as on the CPU, with the torch parts on the GPU.  Run from the
+# repository root after installing (pip install -e .); --data-dir points at MNIST.
+#   bash benchmarks/gpu.sh [DATA_DIR]
+set -euo pipefail
+data=${1:-${BIOTP_DATA:-$HOME/.biotp/data}}
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: run the CPU benchmarks instead')"
+python -c "import torch; print('device:', torch.cuda.get_device_name(0))"
+# fast path: one epoch of 10000 MNIST examples per rule (the rules pick CUDA when present)
+python benchmarks/fastpath.py --data-dir "$data" --limit 10000 --epochs 1 --rules bp,dtp,sdtp,dtp_gn
+# settling: throughput, epoch cost per solver, scale table, summary line
+python benchmarks/settling.py --device cuda --data-dir "$data" --examples 4096 --small 4 --epoch-examples 5000 --quick
