@@ -84,6 +84,7 @@ class Model:
     relaxing: list[int]  # layers whose targets relax, top-down
     targeted: list[int]  # layers with a target: the relaxing ones, the top and above
     constants: dict  # shared parameters: name -> (SI value, unit text)
+    source: str = "<circuit>"  # the circuit file, for error messages
 
     @property
     def L(self) -> int:
@@ -268,7 +269,7 @@ class Builder:
                      "beta": (spec.target.beta, "1"), "beta_fb": (spec.feedback_plasticity.beta, "1")}
         model = Model(spec, self.loss, populations, projections, list(self.couplings.values()), self.rules,
                       sorted(self.statements, key=lambda s: (s.event, s.order)), self.relaxing,
-                      list(range(1, L + 1)), constants)
+                      list(range(1, L + 1)), constants, self.where)
         self.check_record(model)
         from .units import check_units
 

@@ -50,12 +50,12 @@ class Brian2Engine(Engine):
 
         spec = model.spec
         if spec.solver != "euler":
-            raise ConfigError(f"dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r} "
+            raise ConfigError(f"{model.source}: dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r} "
                               "(use engine torch for rk4)")
         if spec.plasticity.influence:
-            raise ConfigError("dynamics.plasticity.influence: the layer factor is applied by the torch engine only")
+            raise ConfigError(f"{model.source}: dynamics.plasticity.influence: the layer factor is applied by the torch engine only")
         if spec.feedback_plasticity.rule == "inverse_loss":
-            raise ConfigError("dynamics.feedback_plasticity.rule: inverse_loss runs on the torch engine only; the "
+            raise ConfigError(f"{model.source}: dynamics.feedback_plasticity.rule: inverse_loss runs on the torch engine only; the "
                               "brian2 engine has the decoder rule (decoder) and fixed feedback")
         params.check(model)
         b2.prefs.codegen.target = codegen
@@ -121,7 +121,7 @@ class Brian2Engine(Engine):
         ns = {**self.tables[p.pre], **self.tables[p.post]}  # what the post subexpressions it reads need
         for key in set(self.tables[p.pre]) & set(self.tables[p.post]):
             if self.tables[p.pre][key] is not self.tables[p.post][key] and key not in consts:
-                raise ConfigError(f"dynamics.populations: {p.pre} and {p.post} both define the parameter {key!r}; "
+                raise ConfigError(f"{model.source}: dynamics.populations: {p.pre} and {p.post} both define the parameter {key!r}; "
                                   "the brian2 engine needs distinct names in connected populations")
         self.namespaces.append(ns)
         S = b2.Synapses(pre, post, "\n".join(lines), method="euler", dt=self.dt, order=SYNAPSES, namespace=ns,

@@ -182,7 +182,7 @@ class TorchEngine(Engine):
         elif self.model.plastic and spec.plasticity.influence:
             why = "the layer factor (influence) is applied by the fixed-step solvers only"
         if why:
-            raise ConfigError(f"dynamics.solver: adaptive: {why}")
+            raise ConfigError(f"{self.model.source}: dynamics.solver: adaptive: {why}")
 
     # ------------------------------------------------------------- parameters
     def parameters(self) -> Parameters:
@@ -555,7 +555,7 @@ class TorchEngine(Engine):
             perturbation = perturbation.draw(model, x.shape[0], self.generator, self.dtype)
         record = spec.record if record is None else record
         if spec.solver == "adaptive" and (any(record.values()) or perturbation.noise):
-            raise ConfigError("dynamics.solver: adaptive steps each example on its own grid; recording traces "
+            raise ConfigError(f"{model.source}: dynamics.solver: adaptive steps each example on its own grid; recording traces "
                               "(dynamics.record) and noise need a fixed-step solver (euler or rk4)")
         x = x.flatten(1).to(self.dtype).to(self.device)
         self._start(x, y, perturbation)
