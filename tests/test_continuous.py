@@ -77,3 +77,33 @@ def test_settled_training_follows_the_fast_paths_dtp_more_closely_as_it_settles(
         gaps.append(np.abs(m["test_error"] - m["reference_test_error"]).max())
     assert angles[0] > angles[1] > angles[2], angles
     assert angles[2] < 0.01 and gaps[2] < 0.003, (angles, gaps)
+
+
+def test_the_gradient_relaxation_learns_as_the_fast_paths_gtp_to_first_order_in_eta():
+    """Seed 000's net shape (relu, sigmoid, sigmoid; no biases; the label as the output's
+    target; the quadratic cost) with the gradient relaxation, layer by layer, Euler with
+    dt = τ τ_t, against the fast path's gtp (start at the activity, the same τ and T), on one
+    batch from the same weights: the output's update is the same; below it the continuous
+    targets read W_{l+1} as it learns (online), gtp the weights before its update, so the
+    angle between the updates shrinks in proportion to η."""
+    from biotp.dynamics.reference import Reference
+    from biotp.simulation import build
+
+    angles = {}
+    for eta in (0.2, 0.02):
+        c = load_circuit(MLP, [
+            "network.layers=[{size: 32, activation: relu, bias: false}, {size: 32, activation: sigmoid, bias: false}, "
+            "{size: 10, activation: sigmoid, bias: false}]", "loss=mse", "init={scheme: farias}",
+            "dynamics={tau_f: 1 ms, tau_t: 1 ms, dt: 0.25 ms, forward_phase: 40 ms, target_phase: 5 ms, "
+            f"relaxation: gradient, schedule: layerwise, target: {{mode: clamped}}, plasticity: {{rule: dtp, eta: {eta}}}, "
+            "dtype: float64, record: {}}"])
+        model, eng, _ = build(c, "torch", 64)
+        ref = Reference(c, model, 64, eng.parameters())
+        x, y = torch.rand(16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 10
+        ref.expect(eng.parameters(), x, y)
+        eng.present(x, y, record={})
+        ref.compare(eng.parameters(), x, y)
+        angles[eta] = [ref.pending[f"angle_layer{l}"][0] for l in (1, 2, 3)]
+    assert angles[0.2][2] < 1e-4 and angles[0.02][2] < 1e-4, angles  # the output: the same update
+    for l in (0, 1):
+        assert angles[0.2][l] > 0.1 and 8 < angles[0.2][l] / angles[0.02][l] < 12, angles

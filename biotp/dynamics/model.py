@@ -155,7 +155,7 @@ def layer_name(l: int) -> str:
 
 def check_layers(circuit) -> list:
     """The circuit's layers, if the continuous-time model can have them (dense, an
-    activation with a continuous form, identity transmission, a bias); else ConfigError."""
+    activation with a continuous form, identity transmission); else ConfigError."""
     where = circuit.source or "<circuit>"
     layers = circuit.network.expanded()
     for i, layer in enumerate(layers):
@@ -170,9 +170,6 @@ def check_layers(circuit) -> list:
             raise ConfigError(f"{where}: network.layers: layer {i + 1} has transmit: {layer.transmit}, which the "
                               "continuous-time model does not have; expected transmit: identity (train such "
                               "networks with `biotp train`)")
-        if not layer.bias:
-            raise ConfigError(f"{where}: network.layers: layer {i + 1} has bias: false; the continuous-time model's "
-                              "populations have biases (expected bias: true)")
     return layers
 
 
@@ -192,14 +189,15 @@ def build_model(circuit, input_size: int) -> Model:
             raise ConfigError(f"{where}: feedback.activation {dec[l]!r} has no continuous-time form; expected one "
                               f"of {', '.join(E.ACTIVATION)}")
     sizes = [input_size] + [layer.size for layer in layers]
-    return Builder(spec, circuit.loss, acts, dec, sizes, where).build()
+    return Builder(spec, circuit.loss, acts, dec, sizes, where, [None] + [layer.bias for layer in layers]).build()
 
 
 class Builder:
     """Assembles the equations, couplings, rules and statements of one model."""
 
-    def __init__(self, spec, loss, acts, dec, sizes, where):
+    def __init__(self, spec, loss, acts, dec, sizes, where, biases):
         self.spec, self.loss, self.acts, self.dec, self.sizes, self.where = spec, loss, acts, dec, sizes, where
+        self.biases = biases  # biases[l]: whether layer l has a (learning) bias; without, b stays 0
         self.L = L = len(sizes) - 1
         mode = spec.target.mode
         self.top = L - 1 if mode == "gradient_step" else L
@@ -329,17 +327,19 @@ class Builder:
         else:
             fac = f"{E.INVERSE_SLOPE[F].format(y='h')} / (nin + 1)"
             self.couple(l, E.Coupling("nin", self.fwd(l), "h**2", weighted=False))
-        self.lines[l].remove("b : 1")  # the bias learns: db/dt = plastic_b η err
-        self.eq(l, f"fac = {fac} : 1", "err = tdot * fac : 1/second", "plastic_b : 1 (shared)",
-                "db/dt = plastic_b * eta * err : 1")
+        self.eq(l, f"fac = {fac} : 1", "err = tdot * fac : 1/second")
+        if self.biases[l]:
+            self.lines[l].remove("b : 1")  # the bias learns: db/dt = plastic_b η err
+            self.eq(l, "plastic_b : 1 (shared)", "db/dt = plastic_b * eta * err : 1")
         self.rules[self.fwd(l)] = "err"
         start = self.onsets.get(l, "tgt")  # t_l after the onset: a read-out target's value there
         if start == "h":
             start = "tgt"  # (or its clamp)
         self.eq(l, "step : 1")
         self.statements += [E.Statement("onset", 6, layer_name(l), "step", "=", f"eta * ({start} - h) * fac"),
-                            E.Statement("onset", 7, self.fwd(l), "w", "+=", "step", self.fwd(l)),
-                            E.Statement("onset", 7, layer_name(l), "b", "+=", "step", self.fwd(l))]
+                            E.Statement("onset", 7, self.fwd(l), "w", "+=", "step", self.fwd(l))]
+        if self.biases[l]:
+            self.statements.append(E.Statement("onset", 7, layer_name(l), "b", "+=", "step", self.fwd(l)))
 
     def decoder(self, l: int) -> None:
         """Seed 001's decoder rule on g_l, after the forward phase (see FeedbackPlasticitySpec)."""

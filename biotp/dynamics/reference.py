@@ -9,6 +9,9 @@ the settled dynamics are compared with).
                       dtp     ΔW_l = -(η/2) ∂‖h_l - t_l‖²/∂W_l (l < L; the fast path's layer loss is
                               ‖·‖², the continuous rule's ½‖·‖²), ΔW_L = -η β ∂L/∂W_L (the output
                               target is h_L - β ∂L/∂h_L); targets: DTP's, η̂ = β
+                      dtp with the gradient relaxation: the fast path's gtp (seed 000, start at the
+                              activity, τ = dt/τ_t, T = the steps of each layer's block), ΔW_l =
+                              -η ∂½‖t_l - h_l‖²/∂W_l, the label as the output's target
                       dtp1    ΔW_l = η · dtp_gn's DTP1 update (refine: output, one iteration from the
                               activity, i.e. DTP's difference targets), with V_l, c_l as its decoder
                     The continuous model's activity targets are the fast path's `dtp` targets
@@ -53,7 +56,16 @@ class FastPathRule:
 
         rule = model.spec.plasticity.rule
         spec = model.spec
-        if rule == "dtp":
+        if rule == "dtp" and spec.relaxation == "gradient":
+            blocks = len(model.relaxing) or 1
+            steps = spec.steps(spec.target_phase) // blocks
+            if (spec.target.mode != "clamped" or spec.schedule != "layerwise" or spec.solver != "euler"
+                    or spec.stop != "fixed" or steps * blocks != spec.steps(spec.target_phase)):
+                raise ConfigError("the fast path's gtp relaxes layer by layer from the label with Euler steps: "
+                                  "compare it with target.mode: clamped, schedule: layerwise, solver: euler, stop: "
+                                  "fixed and a target phase of a whole number of steps per layer")
+            algorithm = {"name": "gtp", "tau": spec.dt / spec.tau_t, "steps": steps, "start": "activity"}
+        elif rule == "dtp":
             if spec.target.mode != "gradient_step" or spec.relaxation != "difference":
                 raise ConfigError("the fast path's dtp has DTP's targets: compare it with dynamics.relaxation: "
                                   f"difference and target.mode: gradient_step (got {spec.relaxation}, {spec.target.mode})")
@@ -64,18 +76,23 @@ class FastPathRule:
         else:
             raise ConfigError("the discrete reference needs plasticity (dynamics.plasticity.rule: dtp or dtp1)")
         self.rule, self.model, self.eta, self.beta = rule, model, spec.plasticity.eta, spec.target.beta
+        self.algorithm = algorithm["name"]
         self.circuit = circuit.with_updates(f"algorithm={json.dumps(algorithm)}")
-        self.net = Network(self.circuit, input_size, with_feedback=True, seed=0).double()
+        cls = ALGORITHMS[algorithm["name"]]
+        self.net = Network(self.circuit, input_size, with_feedback=cls.uses_feedback_modules, seed=0).double()
         self.loss = Loss(self.circuit.loss, model.populations[f"layer{model.L}"].size)
-        self.algo = ALGORITHMS[algorithm["name"]](self.circuit, self.net, self.loss).double()
+        self.algo = cls(self.circuit, self.net, self.loss).double()
 
     def load(self, params) -> None:
         """Put `params` into the fast path's network."""
         with torch.no_grad():
             for l, layer in enumerate(self.net.layers, 1):
                 layer.weight.copy_(params.W[l])
-                layer.bias.copy_(params.b[l])
+                if layer.bias is not None:
+                    layer.bias.copy_(params.b[l])
             for key, g in self.net.feedback.items():
+                if int(key) not in params.V:
+                    continue
                 g.weight.copy_(params.V[int(key)])
                 if g.bias is not None:
                     g.bias.copy_(params.c[int(key)])
@@ -88,11 +105,12 @@ class FastPathRule:
         self.algo.grads(x.double(), y, forward=True, feedback=False)
         L, out = self.model.L, {}
         for l, layer in enumerate(self.net.layers, 1):
-            if self.rule == "dtp":
+            if self.algorithm == "dtp":
                 scale = -self.eta * self.beta if l == L else -self.eta / 2
-            else:
-                scale = -self.eta  # dtp_gn's .grad is minus its update
-            out[l] = (scale * layer.weight.grad.detach().clone(), scale * layer.bias.grad.detach().clone())
+            else:  # gtp's .grad is ∇ Σ ½‖t_l - h_l‖²; dtp_gn's is minus its update
+                scale = -self.eta
+            bias = layer.bias.grad.detach().clone() if layer.bias is not None else torch.zeros_like(layer.weight[:, 0])
+            out[l] = (scale * layer.weight.grad.detach().clone(), scale * bias)
         return out
 
 

@@ -30,7 +30,8 @@ class Parameters:
         """The initial weights of a fast-path `Network` (the same draw as a discrete run)."""
         conv = lambda p: p.detach().to(dtype=dtype, device=device).clone()  # noqa: E731
         W = {l: conv(m.weight) for l, m in enumerate(net.layers, 1)}
-        b = {l: conv(m.bias) for l, m in enumerate(net.layers, 1)}
+        b = {l: conv(m.bias) if m.bias is not None else torch.zeros(len(m.weight), dtype=dtype, device=device)
+             for l, m in enumerate(net.layers, 1)}  # a layer without a bias: b = 0, and it does not learn
         V = {int(k): conv(g.weight) for k, g in net.feedback.items()}
         c = {int(k): conv(g.bias) if g.bias is not None else torch.zeros(len(g.weight), dtype=dtype, device=device)
              for k, g in net.feedback.items()}
