@@ -107,3 +107,18 @@ def test_the_gradient_relaxation_learns_as_the_fast_paths_gtp_to_first_order_in_
     assert angles[0.2][2] < 1e-4 and angles[0.02][2] < 1e-4, angles  # the output: the same update
     for l in (0, 1):
         assert angles[0.2][l] > 0.1 and 8 < angles[0.2][l] / angles[0.02][l] < 12, angles
+
+
+def test_the_equivalence_table_reads_the_run_file(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("equivalence_table", MLP.parents[1] / "analysis" / "equivalence_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "equivalence_digits.h5"
+    train_continuous(circuit("dynamics.target={mode: gradient_step, beta: 0.5}", "dynamics.feedback_plasticity.rule=fixed"),
+                     epochs=1, reference=True, out=out, progress=False)
+    m = open_run(out).metrics
+    text = module.table(str(out))
+    assert f"| 1 | {100 * m['test_error'][0]:.2f} | {100 * m['reference_test_error'][0]:.2f} |" in text
+    assert f"{m['angle_layer1'][0]:.3f} / {m['angle_layer2'][0]:.3f} / {m['angle_layer3'][0]:.3f}" in text
