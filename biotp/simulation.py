@@ -18,7 +18,7 @@ import argparse
 import shlex
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -11,7 +11,6 @@ import torch
 
 from biotp import protocols as P
 from biotp.errors import ConfigError
-from biotp.network import Network
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -118,7 +118,7 @@ class Relaxation:
 
 def relaxing_target(rhs: str) -> tuple:
     """A target that relaxes: τ_t dtgt/dt = on (1 - hold_t)(rhs + I_t) + the noise term."""
-    return (f"dtgt/dt = tdot : 1",
+    return ("dtgt/dt = tdot : 1",
             f"tdot = on * (1 - hold_t) * ({rhs} + I_t) / tau_t + sigma_t * sqrt(2 / (tau_t * dt)) * noise_t : 1/second",
             "I_t = 0 : 1", "on : 1 (shared)", "hold_t : 1 (shared)", "clamp_t : 1", "sigma_t : 1 (shared)",
             "noise_t : 1")

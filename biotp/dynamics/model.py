@@ -277,7 +277,7 @@ class Builder:
     def forward(self, l: int) -> None:
         """τ_f dh/dt = -h + F(a + b + I_h) (gated), a = W_l h_{l-1}."""
         F = self.acts[l]
-        self.eq(l, f"dh/dt = hdot : 1",
+        self.eq(l, "dh/dt = hdot : 1",
                 f"hdot = fwd * (1 - hold_h) * (-h + {E.act(F, 'a + b + I_h')}) / tau_f"
                 f" + sigma_h * sqrt(2 / (tau_f * dt)) * noise_h : 1/second",
                 "b : 1", "I_h = 0 : 1", "fwd : 1 (shared)", "hold_h : 1 (shared)", "clamp_h : 1",
