@@ -55,26 +55,26 @@ class FastPathRule:
         from ..network import Network
 
         rule = model.spec.plasticity.rule
-        spec = model.spec
+        spec, where = model.spec, f"{circuit.source or '<circuit>'}: dynamics"
         if rule == "dtp" and spec.relaxation == "gradient":
             blocks = len(model.relaxing) or 1
             steps = spec.steps(spec.target_phase) // blocks
             if (spec.target.mode != "clamped" or spec.schedule != "layerwise" or spec.solver != "euler"
                     or spec.stop != "fixed" or steps * blocks != spec.steps(spec.target_phase)):
-                raise ConfigError("the fast path's gtp relaxes layer by layer from the label with Euler steps: "
+                raise ConfigError(f"{where}: the fast path's gtp relaxes layer by layer from the label with Euler steps: "
                                   "compare it with target.mode: clamped, schedule: layerwise, solver: euler, stop: "
                                   "fixed and a target phase of a whole number of steps per layer")
             algorithm = {"name": "gtp", "tau": spec.dt / spec.tau_t, "steps": steps, "start": "activity"}
         elif rule == "dtp":
             if spec.target.mode != "gradient_step" or spec.relaxation != "difference":
-                raise ConfigError("the fast path's dtp has DTP's targets: compare it with dynamics.relaxation: "
+                raise ConfigError(f"{where}: the fast path's dtp has DTP's targets: compare it with relaxation: "
                                   f"difference and target.mode: gradient_step (got {spec.relaxation}, {spec.target.mode})")
             algorithm = {"name": "dtp", "eta_hat": spec.target.beta}
         elif rule == "dtp1":
             algorithm = {"name": "dtp_gn", "beta": spec.target.beta, "iterations": 1, "refine": "output",
                          "start": "activity", "schedule": "layerwise", "layer_scaling": spec.plasticity.influence}
         else:
-            raise ConfigError("the discrete reference needs plasticity (dynamics.plasticity.rule: dtp or dtp1)")
+            raise ConfigError(f"{where}.plasticity.rule: the discrete reference needs plasticity (dtp or dtp1); got none")
         self.rule, self.model, self.eta, self.beta = rule, model, spec.plasticity.eta, spec.target.beta
         self.algorithm = algorithm["name"]
         self.circuit = circuit.with_updates(f"algorithm={json.dumps(algorithm)}")
