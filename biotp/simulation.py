@@ -263,8 +263,9 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                                               "batches, evaluating after each (see biotp/continuous.py)")
     p.add_argument("--resume", metavar="RUN.h5", help="continue a continuous-time training run file")
     p.add_argument("--reference", action="store_true",
-                   help="with --epochs: run the fast path's own rule beside it (dtp, or dtp_gn for dtp1) and record "
-                        "its test error and the angle between the two updates of every batch")
+                   help="with --epochs: run the fast path's own rule beside it (dtp; dtp_gn for dtp1; gtp for the "
+                        "gradient relaxation) and record its test error and the angle between the two updates of every "
+                        "batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_simulate)
     return p
@@ -278,6 +279,9 @@ def run_simulate(args) -> int:
         return _run_training(args, shlex.join(["biotp", *argv]) if argv else None)
     if args.circuit is None:
         raise ConfigError("biotp simulate: give a circuit file (or --resume RUN.h5)")
+    if args.reference:
+        raise ConfigError("biotp simulate --reference: the fast path's rule runs beside a training run; "
+                          "expected --epochs N as well")
     run = simulate(args.circuit, args.backend, examples=args.examples, duration=args.duration,
                    overrides=args.overrides, seed=args.seed, device=args.device, batch_size=args.batch_size,
                    out=args.out, data_dir=args.data_dir, codegen=args.codegen, progress=not args.quiet,

@@ -53,7 +53,6 @@ INVERSE_SLOPE = {"tanh": "1 / clip(1 - ({y})**2, 1e-12, inf)", "sigmoid": "1 / c
 # ∂L/∂h_L per output unit (L per example): cross-entropy (softmax - one-hot) and the squared error
 LOSS_GRADIENT = {"cross_entropy": "exp(h) / zsum - label", "mse": "2 * (h - label)"}
 
-RULES = ("dtp", "dtp1")
 
 
 def act(name: str, x: str) -> str:

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, replace
 from ..errors import ConfigError
 from . import equations as E
 
-# switches the engines set (shared variables), and per-step inputs they provide
-GATES = ("fwd", "on", "on_u", "plastic_b", "plastic_c", "hold_h", "hold_t", "sigma_h", "sigma_t")
-INPUTS = ("noise_h", "noise_t")  # N(0, 1) per step and neuron, drawn by whoever perturbs (0 otherwise)
+# The engines set the switches (shared variables fwd, on, on_u, plastic_b, plastic_c, hold_h,
+# hold_t, sigma_h, sigma_t) and provide noise_h, noise_t: N(0, 1) per step and neuron (0 unless
+# a perturbation draws them).
 HOOKS = ("I_h", "I_t")
 SHARED = ("b", "c")
 RATE = {"h": "hdot", "tgt": "tdot", "u": "udot"}  # the subexpression d var/dt of each built-in variable
