@@ -206,6 +206,18 @@ def test_relaxations_and_rules_agree(case):
         assert max(fb.values()) == 0.0
 
 
+@pytest.mark.parametrize("case", ["difference-dtp1-nudged-mse-decoder-layerwise", "gradient-dtp-gradient_step-ce-decoder",
+                                  "inverse_input-dtp1-nudged-ce-decoder", "adaptation"])
+def test_exponential_euler_agrees_with_large_steps(case):
+    """Exponential Euler at dt = τ/2 (torch: sympy's derivative of each rate; brian2: its own
+    conditionally linear split, run through exprel), plasticity and the decoders included."""
+    updates, loss = CASES.get(case, ([ADAPTATION], "cross_entropy"))
+    c = circuit(*updates, "dynamics.solver=exponential_euler", "dynamics.dt=1 ms", loss=loss)
+    both = run_both(c)
+    assert_agree(both)
+    assert min(changed(both.initial.W, both.p_brian2.W).values()) > 1e-5
+
+
 # ------------------------------------------------------------ 2. a user's equation
 
 

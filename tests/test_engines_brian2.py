@@ -52,7 +52,7 @@ def test_groups_run_the_models_equations_and_synapses_carry_the_couplings():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"solver": "rk4"}, "Euler only"),
+    ({"solver": "rk4"}, "euler or exponential_euler"),
     ({"plasticity": {"rule": "dtp1", "influence": True}}, "torch engine only"),
     ({"feedback_plasticity": {"rule": "inverse_loss"}}, "inverse_loss runs on the torch engine only"),
 ])

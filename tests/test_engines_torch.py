@@ -65,6 +65,26 @@ def test_linear_population_decays_as_exp():
     assert decay("rk4", 1e-5) == pytest.approx(exact, rel=1e-9)
 
 
+@pytest.mark.parametrize("dt", [1e-4, 1e-3, 5e-3])
+def test_exponential_euler_is_exact_for_the_leak_at_any_step(dt):
+    assert decay("exponential_euler", dt) == pytest.approx(math.exp(-10e-3 / 2e-3), rel=1e-12)
+
+
+def test_exponential_euler_follows_a_settling_layer_exactly():
+    """τ_f dh/dt = -h + tanh(W x + b) from rest, the input clamped: h(t) = f(1 - e^{-t/τ_f})
+    at every step of 2 τ_f (the trace), and exactly f at the end of the phase."""
+    c = circuit([{"size": 4, "activation": "tanh"}],
+                {"tau_f": "1 ms", "dt": "2 ms", "forward_phase": "20 ms", "target_phase": "2 ms",
+                 "solver": "exponential_euler", "record": {"layer1": ["h"]}})
+    eng, net = engine(c, 3)
+    x = torch.rand(2, 3, dtype=D)
+    p = eng.present(x, torch.tensor([0, 1]))
+    f = torch.tanh(x @ net.layers[0].weight.T + net.layers[0].bias)
+    t = torch.arange(10, dtype=D) * 2e-3
+    exact = f[None] * (1 - torch.exp(-t / 1e-3))[:, None, None]
+    torch.testing.assert_close(p.traces[("layer1", "h")][:10], exact, atol=1e-15, rtol=1e-12)
+
+
 @pytest.mark.parametrize("solver, order", [("euler", 1), ("rk4", 4)])
 def test_convergence_order(solver, order):
     exact = math.exp(-5.0)
@@ -73,7 +93,7 @@ def test_convergence_order(solver, order):
     assert all(abs(o - order) < 0.15 for o in orders), orders
 
 
-@pytest.mark.parametrize("solver, order", [("euler", 1), ("rk4", 4)])
+@pytest.mark.parametrize("solver, order", [("euler", 1), ("exponential_euler", 1), ("rk4", 4)])
 def test_convergence_order_of_the_coupled_dynamics(solver, order):
     """The whole network -- forward settling through three coupled layers, then the
     difference relaxation coupling every target to the one above -- converges at the
@@ -251,12 +271,16 @@ def test_settled_inverse_input_target_is_mapped_onto_the_target_above():
 # ------------------------------------------------------------------ plasticity
 
 
-def test_integrated_dtp_plasticity_is_the_fast_paths_dtp_update():
+@pytest.mark.parametrize("solver", ["rk4", "exponential_euler"])
+def test_integrated_dtp_plasticity_is_the_fast_paths_dtp_update(solver):
     """∫ dW_l/dt over a settled target phase (dtp: (dt_l/dt ⊙ f') ⊗ h_{l-1}) equals the fast
     path's DTP step on the same weights and batch: -(η/2)∇‖h_l - t_l‖² below the output
-    (its layer loss is ‖·‖², ours ½‖·‖²), -ηβ ∇L at the output (target h_L - β∂L/∂h_L)."""
+    (its layer loss is ‖·‖², ours ½‖·‖²), -ηβ ∇L at the output (target h_L - β∂L/∂h_L).
+    Exponential Euler with steps of 2 τ_t: the weights integrate the step's mean rate of
+    the target (trate), so they move with it exactly."""
     eta = 0.4
-    c = dtp_circuit("dtp", eta)
+    big = {"solver": "exponential_euler", "dt": "2 ms", "forward_phase": "2 ms"} if solver != "rk4" else {}
+    c = dtp_circuit("dtp", eta, **big)
     rule = build(c, 5, 4).double()
     eng, net = engine(c, 5, net=rule.net)
     x, y = torch.rand(6, 5, dtype=D), torch.randint(0, 4, (6,))

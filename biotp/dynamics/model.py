@@ -327,7 +327,7 @@ class Builder:
         else:
             fac = f"{E.INVERSE_SLOPE[F].format(y='h')} / (nin + 1)"
             self.couple(l, E.Coupling("nin", self.fwd(l), "h**2", weighted=False))
-        self.eq(l, f"fac = {fac} : 1", "err = tdot * fac : 1/second")
+        self.eq(l, f"fac = {fac} : 1", "err = trate * fac : 1/second")
         if self.biases[l]:
             self.lines[l].remove("b : 1")  # the bias learns: db/dt = plastic_b η err
             self.eq(l, "plastic_b : 1 (shared)", "db/dt = plastic_b * eta * err : 1")
@@ -382,7 +382,29 @@ class Builder:
 
             for name, value in user.parameters.items():
                 params[name] = parse_parameter(value, f"{self.where}: dynamics.populations.{layer_name(l)}.parameters.{name}")
+        if self.fwd(l) in self.rules:
+            lines.append(self.step_rate(lines))
         return Population(layer_name(l), l, self.sizes[l], self.acts[l], "\n".join(lines), params)
+
+    def step_rate(self, lines: list) -> str:
+        """`trate`, the target's rate as the plasticity integrates it: tdot, or with
+        exponential Euler the step's mean rate exprel(A dt) tdot (A, the coefficient of tgt in
+        tdot), so that the weights move by η Δtgt ⊗ fac ⊗ h_prev each step, exactly as the
+        target they read -- both rules' err are linear in tdot -- at any dt."""
+        if self.spec.solver != "exponential_euler" or "dtgt/dt = tdot : 1" not in lines:
+            return "trate = tdot : 1/second"
+        import sympy
+        from brian2 import Equations
+        from brian2.parsing.sympytools import str_to_sympy, sympy_to_str
+
+        try:
+            rate = dict(Equations("\n".join(lines)).get_substituted_expressions())["tgt"]
+        except Exception:  # noqa: BLE001 (a user's line brian2 cannot read: check_units names it)
+            return "trate = tdot : 1/second"
+        A = sympy.diff(str_to_sympy(rate.code), sympy.Symbol("tgt", real=True))
+        if A == 0:  # (the gradient relaxation: tgt enters through couplings only)
+            return "trate = tdot : 1/second"
+        return f"trate = exprel(({sympy_to_str(A)}) * dt) * tdot : 1/second"
 
     def check_record(self, model: Model) -> None:
         for pop, variables in self.spec.record.items():

@@ -14,7 +14,7 @@ Example (circuits/mlp.yaml)::
       target: {mode: nudged, beta: 0.1}     # nudged | clamped | gradient_step
       plasticity: {rule: dtp1, eta: 0.1, gamma: 0 Hz, influence: false}
       feedback_plasticity: {rule: fixed}    # decoder | inverse_loss | fixed
-      solver: euler            # euler | rk4 | adaptive (Bogacki-Shampine 3(2), a step per example)
+      solver: euler            # euler | exponential_euler (exact leak) | rk4 | adaptive (Bogacki-Shampine 3(2), a step per example)
       stop: steady             # steady (‖dy/dt‖ < atol + rtol‖y‖) | fixed
       record: {layer1: [h, t], layer3: [h, t]}
 """
@@ -105,7 +105,7 @@ class DynamicsSpec(Spec):
     target: TargetSpec = TargetSpec()
     plasticity: PlasticitySpec = PlasticitySpec()
     feedback_plasticity: FeedbackPlasticitySpec = FeedbackPlasticitySpec()
-    solver: Literal["euler", "rk4", "adaptive"] = "euler"
+    solver: Literal["euler", "exponential_euler", "rk4", "adaptive"] = "euler"
     solver_atol: PositiveFloat = Field(1e-6, description="adaptive solver: local error tolerance, absolute")
     solver_rtol: PositiveFloat = Field(1e-4, description="adaptive solver: local error tolerance, relative")
     stop: Literal["steady", "fixed"] = "fixed"

@@ -14,7 +14,8 @@ The schedule of one step (slot `groups`; brian2 sorts by order):
   30, 31    Synapses' then NeuronGroups' state updates (Euler)
 so every update reads the state at the start of the step: a synchronous Euler step, the
 torch engine's.  Examples are presented one after another (a batch is a sequence).
-Euler only; code generation `numpy` (default) or `cython`.
+Euler, or exponential Euler (`exponential_euler`); code generation `numpy` (default) or
+`cython`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..dynamics.units import brian2_namespace
 from ..errors import ConfigError
 from .base import Engine, Parameters, Perturbation, Phase, Presentation
 
-FUNCS = {"tanh", "exp", "log", "sqrt", "abs", "sign", "clip", "sin", "cos", "int"}
+FUNCS = {"tanh", "exp", "log", "sqrt", "abs", "sign", "clip", "sin", "cos", "int", "exprel"}
 STAGE, STATEMENT, MONITOR, CHECK, SYNAPSES, GROUPS = 0, 5, 20, 21, 30, 31
 
 
@@ -38,6 +39,33 @@ def suffixed(expr: str, suffix: str, keep: set) -> str:
     names in `keep` left alone."""
     return re.sub(r"\b([A-Za-z_]\w*)\b", lambda m: m.group(1) if m.group(1) in FUNCS | keep else m.group(1) + suffix,
                   expr)
+
+
+def exponential_euler():
+    """A brian2 state updater: x += dt exprel(A dt) (A x + B), with brian2's own split of each
+    rate into A x + B (`get_conditionally_linear_system`).  It is brian2's exponential Euler
+    written through exprel(z) = (e^z - 1)/z, which stays finite where a gate makes A = 0
+    (brian2's form divides by A)."""
+    from brian2.parsing.sympytools import sympy_to_str
+    from brian2.stateupdaters.base import StateUpdateMethod, UnsupportedEquationsException
+    from brian2.stateupdaters.exponential_euler import get_conditionally_linear_system
+
+    class ExponentialEuler(StateUpdateMethod):
+        def __call__(self, equations, variables=None, method_options=None):
+            if equations.is_stochastic:
+                raise UnsupportedEquationsException("exponential Euler cannot integrate white noise")
+            try:
+                system = get_conditionally_linear_system(equations, variables)
+            except ValueError as err:
+                raise UnsupportedEquationsException(str(err)) from None
+            code = []
+            for x, (A, B) in system.items():
+                A, B = sympy_to_str(A), sympy_to_str(B)
+                code.append(f"_{x} = {x} + dt * exprel(({A}) * dt) * (({A}) * {x} + {B})" if A != "0" else
+                            f"_{x} = {x} + dt * ({B})")
+            return "\n".join(code + [f"{x} = _{x}" for x in system])
+
+    return ExponentialEuler()
 
 
 class Brian2Engine(Engine):
@@ -49,9 +77,9 @@ class Brian2Engine(Engine):
         import brian2 as b2
 
         spec = model.spec
-        if spec.solver != "euler":
-            raise ConfigError(f"{model.source}: dynamics.solver: the brian2 engine integrates with Euler only; got {spec.solver!r} "
-                              "(use engine torch for rk4)")
+        if spec.solver not in ("euler", "exponential_euler"):
+            raise ConfigError(f"{model.source}: dynamics.solver: the brian2 engine integrates with euler or exponential_euler; "
+                              f"got {spec.solver!r} (use engine torch for rk4 and adaptive)")
         if spec.plasticity.influence:
             raise ConfigError(f"{model.source}: dynamics.plasticity.influence: the layer factor is applied by the torch engine only")
         if spec.feedback_plasticity.rule == "inverse_loss":
@@ -61,6 +89,7 @@ class Brian2Engine(Engine):
         b2.prefs.codegen.target = codegen
         self.b2, self.model, self.spec = b2, model, spec
         self.dt = spec.dt * b2.second
+        self.method = exponential_euler() if spec.solver == "exponential_euler" else "euler"
         consts = brian2_namespace(model.constants)
         self.groups, self.tables, self.namespaces = {}, {}, []
         for name, pop in model.populations.items():
@@ -90,8 +119,11 @@ class Brian2Engine(Engine):
         if "t0" in text:
             text += "\nt0 : second (shared)"
         stochastic = bool(b2.Equations(text).stochastic_variables)
+        if stochastic and self.spec.solver == "exponential_euler":
+            raise ConfigError(f"{self.model.source}: dynamics.solver: exponential_euler cannot integrate a user's white "
+                              f"noise xi (population {pop.name}; use euler: Euler-Maruyama)")
         self.tables[pop.name] = ns
-        return b2.NeuronGroup(pop.size, text, method="euler-maruyama" if stochastic else "euler", dt=self.dt,
+        return b2.NeuronGroup(pop.size, text, method="euler-maruyama" if stochastic else self.method, dt=self.dt,
                               namespace=ns, order=GROUPS, name=pop.name)
 
     def _synapses(self, p, consts):
@@ -124,7 +156,7 @@ class Brian2Engine(Engine):
                 raise ConfigError(f"{model.source}: dynamics.populations: {p.pre} and {p.post} both define the parameter {key!r}; "
                                   "the brian2 engine needs distinct names in connected populations")
         self.namespaces.append(ns)
-        S = b2.Synapses(pre, post, "\n".join(lines), method="euler", dt=self.dt, order=SYNAPSES, namespace=ns,
+        S = b2.Synapses(pre, post, "\n".join(lines), method=self.method, dt=self.dt, order=SYNAPSES, namespace=ns,
                         name=p.name.replace(".", "_"))
         n_pre, n_post = pre.N, post.N
         S.connect(i=np.tile(np.arange(n_pre), n_post), j=np.repeat(np.arange(n_post), n_pre))  # k = post*n_pre + pre

@@ -20,10 +20,10 @@ import torch
 from ..dynamics.model import GATED, SHARED, Model
 from ..errors import ConfigError
 from .base import Engine, Parameters, Perturbation, Phase, Presentation
-from .integrators import SOLVERS
+from .integrators import SOLVERS, phi1
 
 FUNCTIONS = {"tanh": "torch.tanh", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "Abs": "torch.abs",
-             "sign": "torch.sign", "sin": "torch.sin", "cos": "torch.cos", "clip": "torch.clamp"}
+             "sign": "torch.sign", "sin": "torch.sin", "cos": "torch.cos", "clip": "torch.clamp", "exprel": "phi1"}
 
 
 def to_torch(expr: sympy.Expr, constants: dict) -> str:
@@ -68,7 +68,7 @@ def _constant(expr: sympy.Expr) -> float:
     name = type(expr).__name__
     if name not in FUNCTIONS:
         raise ConfigError(f"the torch engine cannot evaluate {name!r} in {expr}")
-    f = eval(FUNCTIONS[name], {"torch": torch})  # noqa: S307 (a name from FUNCTIONS)
+    f = eval(FUNCTIONS[name], {"torch": torch, "phi1": phi1})  # noqa: S307 (a name from FUNCTIONS)
     return float(f(*(torch.tensor(a, dtype=torch.float64) for a in args)))
 
 
@@ -80,7 +80,7 @@ def compile_expression(text: str, constants: dict, where: str):
         code = to_torch(str_to_sympy(text), constants)
     except (SyntaxError, TypeError, ValueError) as err:
         raise ConfigError(f"{where}: cannot read the expression {text!r}: {err}") from None
-    return eval(f"lambda s: {code}", {"torch": torch})  # noqa: S307 (code printed from sympy above)
+    return eval(f"lambda s: {code}", {"torch": torch, "phi1": phi1})  # noqa: S307 (code printed from sympy above)
 
 
 def _rows(tree: dict, rows: torch.Tensor, batch: int) -> dict:
@@ -135,6 +135,19 @@ class CompiledPopulation:
                      if e.type == "differential equation"}
         self.sub = {n: compile_expression(str(e.expr), constants, where) for n, e in eqs.items()
                     if e.type == "subexpression"}
+        self.linear = {}  # the coefficient of each variable in its own rate (exponential Euler)
+        if model.spec.solver == "exponential_euler":
+            from brian2.parsing.sympytools import str_to_sympy
+
+            for var, expr in eqs.get_substituted_expressions():
+                rate, x = str_to_sympy(expr.code), sympy.Symbol(var, real=True)
+                A = sympy.diff(rate, x)
+                if A.has(x):
+                    raise ConfigError(f"{model.source}: dynamics.solver: exponential_euler needs equations linear in "
+                                      f"their own variable; d{var}/dt = {expr} in population {pop.name} is not "
+                                      "(use euler or rk4)")
+                if A != 0:
+                    self.linear[var] = compile_expression(str(A), constants, where)
         self.params = [n for n, e in eqs.items() if e.type == "parameter"]
         self.shared = [n for n, e in eqs.items() if "shared" in e.flags]
         self.stochastic = sorted(eqs.stochastic_variables)
@@ -160,13 +173,17 @@ class TorchEngine(Engine):
         self.sources = {(c.projection, c.target): compile_expression(c.source, {**units, **self.constants},
                                                                      f"coupling {c.target}") for c in model.couplings}
         self.into = {name: {c.target: c for c in model.couplings if self._receiver(c) == name} for name in self.pops}
-        self.cache, self.masked = {}, {}
+        self.cache, self.masked, self.settling = {}, {}, None
         self.statements = {ev: [s for s in model.statements if s.event == ev] for ev in ("feedback", "onset")}
         self.compiled_statements = {id(s): compile_expression(s.expr, {**units}, f"{s.scope}: {s.var}")
                                     for s in model.statements}
-        self.solver = SOLVERS[self.spec.solver]()
+        solver = SOLVERS[self.spec.solver]
+        self.solver = solver(self._linear) if self.spec.solver == "exponential_euler" else solver()
         if self.spec.solver == "adaptive":
             self._check_adaptive()
+        if self.spec.solver == "exponential_euler" and any(self.pops[n].stochastic for n in self.pops):
+            raise ConfigError(f"{model.source}: dynamics.solver: exponential_euler cannot integrate a user's white "
+                              "noise xi (use euler: Euler-Maruyama)")
         self.set_parameters(params)
 
     def _check_adaptive(self) -> None:
@@ -256,10 +273,16 @@ class TorchEngine(Engine):
         return W
 
     def field(self, y: dict) -> dict:
-        """d/dt of every state variable and plastic weight at y (the scopes stay in `last`)."""
+        """d/dt of every state variable and plastic weight at y (the scopes stay in `last`).
+
+        In a phase with a steady-state stop (`self.settling`), an example whose moving
+        variables satisfy ‖dy/dt‖ ≤ atol + rtol ‖y‖ at the start of a step is settled from
+        then on: its rates are 0 and it adds nothing to the shared parameters' rates, so it
+        holds its state, as if it had stopped alone (`raw` keeps the rates it had); the
+        weights' decay acts until every example has settled."""
         W = self._weights(y)
         scopes = self.last = self._scopes(y, W)
-        rates = {}
+        rates, shared = {}, []
         for name, part in y.items():
             if name == "~w":
                 continue
@@ -268,20 +291,51 @@ class TorchEngine(Engine):
             for var, value in part.items():
                 r = diff[var](s)
                 if var in SHARED and torch.is_tensor(r) and r.dim() == 2:
-                    r = r.mean(0)  # a parameter of the circuit moves by the batch mean
+                    shared.append((name, var, r))
+                    continue
                 if not torch.is_tensor(r) or r.shape != value.shape:
                     r = torch.as_tensor(r, dtype=self.dtype, device=self.device).expand_as(value)
                 rates[name][var] = r
+        self.raw = rates
+        moving = 1.0
+        if self.settling is not None:
+            if self.settling["first"]:  # the step's first stage: who has settled
+                self.settling["first"] = False
+                self.settling["done"] |= self._settled(self.settling["moving"], y, rates)
+            moving = (~self.settling["done"]).to(self.dtype)[:, None]
+            rates = {n: {v: r * moving if r.dim() == 2 and r.shape[0] == self.B else r for v, r in part.items()}
+                     for n, part in rates.items()}
+        for name, var, r in shared:  # a parameter of the circuit moves by the batch mean
+            rates[name][var] = (r * moving).sum(0) / r.shape[0]
         if "~w" in y:
             eta, gamma = self.constants["eta"], self.constants["gamma"]
             rates["~w"] = {}
             for proj, w in y["~w"].items():
                 p = self.model.projections[proj]
-                err = self._batch(scopes[p.post][self.model.rules[proj]], p.post)
-                dw = eta * (err.T @ scopes[p.pre]["h"] / err.shape[0] - gamma * w)
+                err = self._batch(scopes[p.post][self.model.rules[proj]], p.post) * moving
+                decay = gamma * w * (moving.amax() if torch.is_tensor(moving) else 1.0)
+                dw = eta * (err.T @ scopes[p.pre]["h"] / err.shape[0] - decay)
                 mask = self.alive.get(proj)
                 rates["~w"][proj] = dw if mask is None else dw * mask
         return rates
+
+    def _settled(self, moving: list, y: dict, k: dict) -> torch.Tensor:
+        """Per example: ‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable (a bool [batch])."""
+        atol, rtol = self.spec.atol, self.spec.rtol
+        return torch.stack([k[pop][var].norm(dim=1) <= atol + rtol * y[pop][var].norm(dim=1)
+                            for _, pop, var in moving]).all(0)
+
+    def _linear(self, y: dict) -> dict:
+        """The coefficient A of each variable of y in its own rate, at the field's last
+        evaluation (exponential Euler); the weights' is -η γ."""
+        out = {}
+        for name, part in y.items():
+            if name == "~w":
+                out[name] = {proj: -self.constants["eta"] * self.constants["gamma"] for proj in part}
+                continue
+            linear = self.pops[name].linear
+            out[name] = {v: linear[v](self.last[name]) for v in part if v in linear}
+        return out
 
     # ----------------------------------------------------------------- stepping
     def _state(self, which: str) -> dict:
@@ -339,36 +393,50 @@ class TorchEngine(Engine):
                                                    dtype=self.dtype).to(self.device) / math.sqrt(self.spec.dt)
 
     def _phase(self, phase: str, steps: int, moving: list, sample) -> Phase:
-        """Integrate `steps` of dt (fewer at steady state), sampling every `record_every`
-        steps; `moving` [(layer, population, var)] decide steady state and the residual."""
+        """Integrate `steps` of dt, sampling every `record_every` steps; `moving` [(layer,
+        population, var)] decide steady state (`stop: steady`: each example stops when it has
+        settled, see `field`) and the residual.  The host looks whether all have settled
+        every `look` steps only (a device sync; more often changes nothing but the cost)."""
         if self.spec.solver == "adaptive":
             return self._adaptive_phase(phase, steps, moving)
         spec, every = self.spec, self.spec.record_every
+        look = 1 if self.device.type == "cpu" else 16
         y = self._state(phase)
+        if spec.stop == "steady" and moving:
+            self.settling = {"moving": moving, "first": True,
+                             "done": torch.zeros(self.B, dtype=torch.bool, device=self.device)}
+            taken = torch.zeros(self.B, dtype=torch.long, device=self.device)
         s = 0
-        while s < steps:
-            self._inputs(phase, s)
-            first = []
+        try:
+            while s < steps:
+                self._inputs(phase, s)
+                first = []
 
-            def field(yy):
-                out = self.field(yy)
-                if not first:
-                    first.append(self.last)
-                return out
+                def field(yy):
+                    out = self.field(yy)
+                    if not first:
+                        first.append((self.last, self.raw))
+                    return out
 
-            y_next, k = self.solver.step(field, y, spec.dt)
-            if s % every == 0:
-                sample(first[0], k)
-            if spec.stop == "steady" and self._steady(moving, y, k):
-                break
-            y, s = y_next, s + 1
+                if self.settling is not None:
+                    self.settling["first"] = True
+                y_next, _ = self.solver.step(field, y, spec.dt)
+                if s % every == 0:
+                    sample(*first[0])
+                y, s = y_next, s + 1
+                if self.settling is not None:
+                    taken += ~self.settling["done"]
+                    if s % look == 0 and bool(self.settling["done"].all()):
+                        break
+        finally:
+            settling, self.settling = self.settling, None
         self._store(y)
         self._inputs(phase, None)
         k = self.field(y)
-        if s < steps:  # steady: the state holds for the rest of the phase
-            for _ in range((s // every + 1) * every, steps, every):
-                sample(self.last, k)
-        return Phase(s, {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
+        for _ in range((s - 1) // every * every + every, steps, every):  # settled: the state holds
+            sample(self.last, k)
+        used = int(taken.max()) if settling is not None else s
+        return Phase(used, {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
 
     def _adaptive_phase(self, phase: str, steps: int, moving: list) -> Phase:
         """The phase's `steps` × dt with an embedded Runge-Kutta 3(2) pair and a step size per
@@ -414,8 +482,7 @@ class TorchEngine(Engine):
             accept = ratio <= 1
             settled = torch.zeros_like(accept)
             if spec.stop == "steady" and moving:
-                settled = torch.stack([ks[0][pop][var].norm(dim=1) <= spec.atol + spec.rtol * ys[pop][var].norm(dim=1)
-                                       for _, pop, var in moving]).all(0)
+                settled = self._settled(moving, ys, ks[0])
             go = (accept & ~settled).to(self.dtype)[:, None]
             for proj in plastic:  # ∫ err ⊗ h_pre dt, each example along its own steps
                 p = self.model.projections[proj]
@@ -443,12 +510,6 @@ class TorchEngine(Engine):
         self._store(y)
         k = self.field(self._state(phase))
         return Phase(int(taken.max()), {l: float(k[pop][var].norm(dim=1).max()) for l, pop, var in moving})
-
-    def _steady(self, moving, y, k) -> bool:
-        """‖dy/dt‖ ≤ atol + rtol ‖y‖ for every moving variable and example."""
-        atol, rtol = self.spec.atol, self.spec.rtol
-        return all(bool((k[pop][var].norm(dim=1) <= atol + rtol * y[pop][var].norm(dim=1)).all())
-                   for _, pop, var in moving)
 
     def _event(self, event: str) -> None:
         """One event step: couplings from the state, the statements in order, then an Euler
@@ -486,8 +547,11 @@ class TorchEngine(Engine):
         for name, part in y.items():
             s = Scope({**self.base[name], **self.values[name], **sums.get(name, {})}, self.pops[name].sub, {}, {},
                       self, name)
+            linear = self.pops[name].linear  # (exponential Euler; empty otherwise)
             for var in part:
                 rate = self.pops[name].diff[var](s)
+                if var in linear:
+                    rate = rate * phi1(linear[var](s) * self.spec.dt)
                 part[var] = part[var] + self.spec.dt * rate
         self._store(y)
 
