@@ -426,9 +426,11 @@ ADAPTIVE_DYN = {"tau_f": "1 ms", "tau_t": "1 ms", "forward_phase": "6 ms", "targ
                 "plasticity": {"rule": "dtp", "eta": 0.5}}
 
 
-def adaptive_run(x, y, **dyn):
+def adaptive_run(x, y, look=None, **dyn):
     c = circuit(ADAPTIVE_NET, {**ADAPTIVE_DYN, **dyn}, loss="cross_entropy")
     eng, _ = engine(c, 5, seed=3)
+    if look:
+        eng.look = look
     p = eng.present(x, y, record={})
     return p, eng.parameters()
 
@@ -450,14 +452,15 @@ def test_adaptive_solver_meets_its_tolerance_on_the_coupled_dynamics():
     assert errors[0] > 10 * errors[1] > 100 * errors[2] and steps[0] < steps[1] < steps[2], (errors, steps)
 
 
-def test_adaptive_solver_steps_each_example_on_its_own():
+@pytest.mark.parametrize("solver", ["adaptive", "euler", "exponential_euler", "rk4"])
+def test_each_example_stops_when_it_has_settled(solver):
     """Without plasticity the examples are independent: in a batch each ends exactly where it
     ends alone, though they settle after different numbers of steps -- an example that has
-    settled leaves the batch and does not move while the others go on (up to the rounding
-    of batched products)."""
+    settled stops (the adaptive solver drops it from the batch; the fixed-step ones hold it)
+    while the others go on (up to the rounding of batched products)."""
     x = torch.rand(3, 5, dtype=D, generator=torch.Generator().manual_seed(4)) * torch.tensor([[0.01], [1.0], [3.0]], dtype=D)
     y = torch.tensor([0, 1, 2])
-    kw = dict(dt="0.5 ms", solver="adaptive", stop="steady", atol=1e-3, rtol=1e-6, forward_phase="40 ms",
+    kw = dict(dt="0.5 ms", solver=solver, stop="steady", atol=1e-3, rtol=1e-6, forward_phase="40 ms",
               plasticity={"rule": "none"})
     batch, _ = adaptive_run(x, y, **kw)
     alone = [adaptive_run(x[i : i + 1], y[i : i + 1], **kw)[0] for i in range(3)]
@@ -467,6 +470,24 @@ def test_adaptive_solver_steps_each_example_on_its_own():
             torch.testing.assert_close(batch.t[l][i : i + 1], p.t[l], atol=1e-12, rtol=0)  # differently: 1e-14)
     forward = [p.forward.steps for p in alone]
     assert len(set(forward)) > 1 and batch.forward.steps == max(forward), forward
+
+
+@pytest.mark.parametrize("solver", ["adaptive", "euler"])
+def test_how_often_the_host_looks_changes_nothing(solver):
+    """A GPU's engine looks whether the batch has settled every 16 steps, not every step
+    (and the adaptive solver then masks finished examples instead of dropping them): the
+    same presentation and the same learnt weights, on the CPU here."""
+    x, y = torch.rand(4, 5, dtype=D, generator=torch.Generator().manual_seed(6)), torch.tensor([0, 1, 2, 3])
+    kw = dict(dt="0.5 ms", solver=solver, stop="steady", atol=1e-3, rtol=1e-6)
+    p1, P1 = adaptive_run(x, y, **kw)
+    p16, P16 = adaptive_run(x, y, look=16, **kw)
+    assert (p1.forward.steps, p1.target.steps) == (p16.forward.steps, p16.target.steps)
+    for l in (1, 2, 3):
+        torch.testing.assert_close(p16.h[l], p1.h[l], atol=1e-13, rtol=0)
+        torch.testing.assert_close(p16.t[l], p1.t[l], atol=1e-13, rtol=0)
+        torch.testing.assert_close(P16.W[l], P1.W[l], atol=1e-13, rtol=0)
+    assert max(float((P1.W[l] - adaptive_run(x, y, plasticity={"rule": "none"}, **kw)[1].W[l]).abs().max())
+               for l in (1, 2, 3)) > 1e-4  # (the weights did learn)
 
 
 @pytest.mark.parametrize("change, message", [

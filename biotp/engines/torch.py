@@ -174,6 +174,9 @@ class TorchEngine(Engine):
                                                                      f"coupling {c.target}") for c in model.couplings}
         self.into = {name: {c.target: c for c in model.couplings if self._receiver(c) == name} for name in self.pops}
         self.cache, self.masked, self.settling = {}, {}, None
+        # how often the host looks whether a batch has settled (a device sync): every step
+        # on the CPU, where it is free; every 16 on a GPU.  The results do not depend on it.
+        self.look = 1 if self.device.type == "cpu" else 16
         self.statements = {ev: [s for s in model.statements if s.event == ev] for ev in ("feedback", "onset")}
         self.compiled_statements = {id(s): compile_expression(s.expr, {**units}, f"{s.scope}: {s.var}")
                                     for s in model.statements}
@@ -396,11 +399,10 @@ class TorchEngine(Engine):
         """Integrate `steps` of dt, sampling every `record_every` steps; `moving` [(layer,
         population, var)] decide steady state (`stop: steady`: each example stops when it has
         settled, see `field`) and the residual.  The host looks whether all have settled
-        every `look` steps only (a device sync; more often changes nothing but the cost)."""
+        every `self.look` steps (a device sync; it changes nothing but the cost)."""
         if self.spec.solver == "adaptive":
             return self._adaptive_phase(phase, steps, moving)
-        spec, every = self.spec, self.spec.record_every
-        look = 1 if self.device.type == "cpu" else 16
+        spec, every, look = self.spec, self.spec.record_every, self.look
         y = self._state(phase)
         if spec.stop == "steady" and moving:
             self.settling = {"moving": moving, "first": True,
@@ -462,9 +464,15 @@ class TorchEngine(Engine):
         dW = {proj: torch.zeros_like(w) for proj, w in plastic.items()}
         db = {self.model.projections[proj].post: torch.zeros_like(self.base[self.model.projections[proj].post]["b"])
               for proj in plastic}
-        while not bool(done.all()):
-            rows = (~done).nonzero().squeeze(1)
-            self.values, self.B = _rows(full, rows, B), len(rows)
+        # looking every step (CPU), the examples still moving are gathered (a finished one
+        # costs nothing); else all stay, masked, and the host looks every `look` steps
+        look = self.look
+        compact, rows, it = look == 1, torch.arange(B, device=self.device), 0
+        while it % look or not bool(done.all()):
+            it += 1
+            if compact:
+                rows = (~done).nonzero().squeeze(1)
+                self.values, self.B = _rows(full, rows, B), len(rows)
             ys, hs = _rows(y, rows, B), h[rows]
             scopes = []
 
@@ -483,7 +491,7 @@ class TorchEngine(Engine):
             settled = torch.zeros_like(accept)
             if spec.stop == "steady" and moving:
                 settled = self._settled(moving, ys, ks[0])
-            go = (accept & ~settled).to(self.dtype)[:, None]
+            go = (accept & ~settled & ~done[rows]).to(self.dtype)[:, None]
             for proj in plastic:  # ∫ err ⊗ h_pre dt, each example along its own steps
                 p = self.model.projections[proj]
                 for bi, sc in zip(solver.b, scopes):
@@ -496,7 +504,7 @@ class TorchEngine(Engine):
                     part[v] = part[v].index_copy(0, rows, torch.where(go.bool(), y3[n][v], ys[n][v]))
             t[rows] += hs[:, 0] * go[:, 0]
             taken[rows] += go[:, 0].long()
-            done[rows] = settled | (t[rows] >= T * (1 - 1e-12))
+            done[rows] = done[rows] | settled | (t[rows] >= T * (1 - 1e-12))
             grow = (0.9 * ratio.clamp_min(1e-10) ** (-1 / solver.order)).clamp(0.2, 5.0)
             h[rows] = torch.minimum(hs * grow[:, None], (T - t[rows]).clamp_min(0)[:, None])
         self.values, self.B = full, B
