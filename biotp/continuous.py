@@ -28,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .circuit import Circuit
-from .engines.base import Parameters
-from .errors import BiotpError, DivergenceError
+from .engines.base import Parameters, check_finite
+from .errors import BiotpError
 from .runs import Run, open_run, run_attrs, write_run
 
 PARTS = ("W", "b", "V", "c")
@@ -126,7 +126,9 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=
         if ref is not None:
             ref.expect(eng.parameters(), x[idx], y[idx])
         p = eng.present(x[idx], y[idx], record={})
-        _check_finite(eng, model, p, epoch, b, circuit)
+        spec = circuit.dynamics
+        check_finite(p, eng.parameters(), model, f"epoch {epoch}, batch {b} (the presentation starting "
+                     f"{b * (spec.forward_phase + spec.target_phase):.4g} s into the epoch's simulated time)")
         if ref is not None:
             ref.compare(eng.parameters(), x[idx], y[idx])
         for name, phase in (("forward", p.forward), ("target", p.target)):
@@ -136,27 +138,6 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=
     bar.close()
     return {"forward_steps": float(np.mean(steps["forward"])), "target_steps": float(np.mean(steps["target"])),
             "forward_residual": residual["forward"], "target_residual": residual["target"]}
-
-
-def _check_finite(eng, model, p, epoch: int, batch: int, circuit: Circuit) -> None:
-    """Stop on NaN/inf, naming the population and variable (or projection) and when."""
-    spec = circuit.dynamics
-    when = (f"epoch {epoch}, batch {batch} (the presentation starting {batch * (spec.forward_phase + spec.target_phase):.4g} s "
-            "into the epoch's simulated time)")
-    names = list(model.populations)
-    for var, values in (("h", p.h), ("tgt", p.t)):
-        for name, v in zip(names, values):
-            if not torch.isfinite(v).all():
-                raise DivergenceError(f"the continuous-time model diverged at {when}: {name}.{var} is not finite "
-                                      "(NaN/inf) at the end of the presentation; lower dynamics.plasticity.eta or dt")
-    params = eng.parameters()
-    for part in PARTS:
-        for l, w in getattr(params, part).items():
-            if not torch.isfinite(w).all():
-                what = {"W": f"forward.layer{l} weights", "b": f"layer{l}.b", "V": f"feedback.layer{l} weights",
-                        "c": f"layer{l - 1}.c"}[part]
-                raise DivergenceError(f"the continuous-time model diverged at {when}: {what} not finite (NaN/inf); "
-                                      "lower dynamics.plasticity.eta")
 
 
 @torch.no_grad()

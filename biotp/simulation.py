@@ -26,6 +26,7 @@ import torch
 
 from .circuit import Circuit, load_circuit
 from .dynamics.reference import settled_error
+from .engines.base import check_finite
 from .errors import BiotpError, ConfigError
 from .runs import Leaf, run_attrs, write_run
 
@@ -171,6 +172,9 @@ def simulate(
     for i in range(0, len(x), batch):
         p = engine.present(x[i : i + batch], y[i : i + batch])
         nb = len(x[i : i + batch])
+        which = f"example {i}" if nb == 1 else f"examples {i}-{i + nb - 1}"
+        check_finite(p, engine.parameters(), model, f"{which} of the stream (the presentation starting "
+                     f"{i // batch * presentation:.4g} s into it)")
         for (pop, var), arr in p.traces.items():
             traces.setdefault(pop, {}).setdefault(var, []).append(arr.detach().cpu().numpy())
         fsteps += [p.forward.steps] * nb

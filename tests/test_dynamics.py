@@ -1,5 +1,7 @@
 """The `dynamics:` block: quantities with units, checked; the equations as data."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -8,6 +10,7 @@ from biotp.dynamics.model import build_model
 from biotp.dynamics.units import parse_quantity
 from biotp.errors import ConfigError
 
+MLP = Path(__file__).parents[1] / "circuits" / "mlp.yaml"
 LAYERS = {"layers": [{"size": 4, "activation": "tanh"}, {"size": 3, "activation": "linear"}]}
 
 
@@ -35,6 +38,33 @@ def test_wrong_unit_names_file_key_value_and_dimension(tmp_path, value, why):
 def test_rate_must_be_a_frequency():
     with pytest.raises(ConfigError, match=r"dynamics.plasticity.gamma: .*expected a frequency.*'2 ms'"):
         parse_circuit({"network": LAYERS, "dynamics": {"plasticity": {"gamma": "2 ms"}}})
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("dt", "0 ms", "expected a positive, finite time"), ("dt", "-0.1 ms", "expected a positive, finite time"),
+    ("dt", "1e400 s", "expected a positive, finite time"), ("tau_f", "0 ms", "expected a positive, finite time"),
+    ("tau_t", "-2 ms", "expected a positive, finite time"), ("record_dt", "0 s", "expected a positive, finite time"),
+    ("target_phase", "-1 ms", "expected a duration ≥ 0 s"), ("forward_phase", "1e9 s", "expected at most 1e+07 steps"),
+])
+def test_non_physical_dynamics_are_refused_by_name(tmp_path, key, value, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"network": LAYERS, "dynamics": {key: value}}))
+    with pytest.raises(ConfigError) as err:
+        load_circuit(path)
+    msg = str(err.value)
+    assert str(path) in msg and "dynamics" in msg and key in msg and expected in msg, msg
+
+
+def test_a_simulation_that_diverges_stops_naming_population_variable_and_time(tmp_path):
+    """τ_f = dt/20: Euler's factor 1 - dt/τ_f = -19 blows the first layer up in a few steps."""
+    from biotp.errors import DivergenceError
+    from biotp.simulation import simulate
+
+    c = load_circuit(MLP, ["dynamics.tau_f=0.01 ms", "dynamics.record={layer1: [h], layer2: [h]}"])
+    with pytest.raises(DivergenceError, match=r"example 0 of the stream .*: layer1\.h is not finite .* s into the "
+                                              r"presentation"):
+        simulate(c, examples=2, out=tmp_path / "run.h5", progress=False)
+    assert not (tmp_path / "run.h5").exists()
 
 
 def test_phases_are_whole_steps_and_resolved_yaml_round_trips():

@@ -21,6 +21,7 @@ Example (circuits/mlp.yaml)::
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
@@ -35,6 +36,7 @@ from .equations import RELAXATIONS
 # target `tgt`, `r` the norm ‖dy/dt‖ of the population's moving variable
 ALIASES = {"t": "tgt"}
 VARIABLES = ("h", "t", "u", "r")  # the built-in ones
+MAX_STEPS = 1e7  # per phase: beyond, a typo (a phase in seconds meant in ms), not an experiment
 
 
 class TargetSpec(Spec):
@@ -119,6 +121,20 @@ class DynamicsSpec(Spec):
     )
     record_dt: Time | None = Field(None, description="sampling interval of traces (default dt)")
 
+    @field_validator("tau_f", "tau_t", "dt", "record_dt")
+    @classmethod
+    def _positive(cls, value):
+        if value is not None and not (0 < value < math.inf):
+            raise ValueError(f"{value!r} s: expected a positive, finite time")
+        return value
+
+    @field_validator("forward_phase", "target_phase")
+    @classmethod
+    def _duration(cls, value):
+        if not (0 <= value < math.inf):
+            raise ValueError(f"{value!r} s: expected a duration ≥ 0 s, finite")
+        return value
+
     @field_validator("relaxation")
     @classmethod
     def _registered(cls, value):
@@ -128,6 +144,10 @@ class DynamicsSpec(Spec):
 
     @model_validator(mode="after")
     def _grid(self):
+        for key in ("forward_phase", "target_phase"):
+            if getattr(self, key) / self.dt > MAX_STEPS:
+                raise ValueError(f"{key} = {getattr(self, key)!r} s is {getattr(self, key) / self.dt:.3g} steps of dt = "
+                                 f"{self.dt!r} s; expected at most {MAX_STEPS:.0e} steps per phase")
         for key in ("forward_phase", "target_phase", "record_dt"):
             value = getattr(self, key)
             if value is not None and abs(value / self.dt - round(value / self.dt)) > 1e-6:

@@ -78,6 +78,37 @@ class Presentation:
     traces: dict = field(default_factory=dict)  # (population, variable) -> [time, example, neuron]
 
 
+def check_finite(p: Presentation, params: "Parameters", model, when: str) -> None:
+    """Stop on NaN/inf: the first non-finite recorded sample (population, variable, time
+    into the presentation), else the final activities and targets, else the parameters --
+    named, with `when` (which presentation), in a DivergenceError."""
+    from ..errors import DivergenceError
+
+    spec, found = model.spec, None
+    for (pop, var), trace in p.traces.items():
+        bad = (~torch.isfinite(trace)).flatten(1).any(1).nonzero()
+        if len(bad) and (found is None or int(bad[0]) < found[0]):
+            found = (int(bad[0]), f"{pop}.{var}")
+    if found is not None:
+        at = found[0] * spec.record_every * spec.dt
+        raise DivergenceError(f"the continuous-time model diverged at {when}: {found[1]} is not finite (NaN/inf) "
+                              f"{at:.4g} s into the presentation; check the time constants against dt, or lower "
+                              "dynamics.plasticity.eta")
+    for var, values in (("h", p.h), ("tgt", p.t)):
+        for name, v in zip(model.populations, values):
+            if not torch.isfinite(v).all():
+                raise DivergenceError(f"the continuous-time model diverged at {when}: {name}.{var} is not finite "
+                                      "(NaN/inf) at the end of the presentation; check the time constants against "
+                                      "dt, or lower dynamics.plasticity.eta")
+    names = {"W": "forward.layer{} weights", "b": "layer{}.b", "V": "feedback.layer{} weights", "c": "layer{}.c"}
+    for part, name in names.items():
+        for l, w in getattr(params, part).items():
+            if not torch.isfinite(w).all():
+                raise DivergenceError(f"the continuous-time model diverged at {when}: "
+                                      f"{name.format(l - 1 if part == 'c' else l)} not finite (NaN/inf); lower "
+                                      "dynamics.plasticity.eta")
+
+
 @dataclass
 class Perturbation:
     """What an experimenter does to one presentation; every entry acts through the equations.
