@@ -15,8 +15,12 @@ the settled dynamics are compared with).
                       dtp1    ΔW_l = η · dtp_gn's DTP1 update (refine: output, one iteration from the
                               activity, i.e. DTP's difference targets), with V_l, c_l as its decoder
                     The continuous model's activity targets are the fast path's `dtp` targets
-                    exactly; `dtp_gn` works on pre-activations, so the two DTP1 changes agree to
-                    first order in β (and exactly for linear layers).
+                    exactly.  `dtp_gn` works on pre-activations: for the same targets the two
+                    DTP1 changes agree to first order in β (exactly for linear layers), but
+                    below the output its targets differ -- its decoders map an activity to
+                    the pre-activation below (τ_{l-1} = a + Ω(σ(τ_l) - h_l)), the continuous
+                    ones to the activity below -- by the diagonal f'(a_{l-1}), which does not
+                    vanish with β.
 """
 
 from __future__ import annotations
