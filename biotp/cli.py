@@ -17,6 +17,7 @@ EPILOG = """examples:
   biotp compare circuits/mlp.yaml --algorithms bp,fa,dtp --out runs/cmp.h5
                                                     several rules, same data, seed and weights
   biotp plot runs/cmp.h5 --out figures              learning curves, angles, traces, residuals
+  biotp export runs/sim.h5 --nwb runs/sim.nwb       a simulate or protocol run file as NWB
   biotp data list                                   which datasets are present
 """
 
@@ -83,7 +84,7 @@ def _extensions():
 
     found = []
     for module, name in (("simulation", "add_simulate_parser"), ("protocols", "add_run_parser"),
-                         ("compare", "add_compare_parser"), ("plots", "add_plot_parser")):
+                         ("compare", "add_compare_parser"), ("plots", "add_plot_parser"), ("nwb", "add_export_parser")):
         if importlib.util.find_spec(f"biotp.{module}") is not None:  # errors inside a module still surface
             found.append(getattr(importlib.import_module(f"biotp.{module}"), name))
     return found

@@ -15,3 +15,8 @@ class DataError(BiotpError):
 
 class DivergenceError(BiotpError):
     """Training produced NaN or inf: names the layer and the step."""
+
+
+class RunFileError(BiotpError):
+    """A run file is missing, foreign or of the wrong kind for the task: names the file,
+    the key, what it holds and what was expected."""

@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -87,29 +88,44 @@ def _write_tree(group: h5py.Group, tree: Tree) -> None:
             ds.attrs[k] = v
 
 
-def write_run(path: str | Path, attrs: Mapping[str, Any], tree: Tree) -> Path:
-    """Write the whole run file atomically: temporary file, flush, fsync, rename."""
+@contextmanager
+def atomic_output(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` to write to (`<name>.tmp-<pid>`, or with `keep_suffix`
+    `<stem>.tmp-<pid><suffix>` for writers that check it); once the block succeeds it is
+    fsynced and renamed over `path`, so an interrupted write never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}" if keep_suffix
+                         else f"{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = v if v is not None else ""
-            _write_tree(f, tree)
-            f.flush()
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_run(path: str | Path, attrs: Mapping[str, Any], tree: Tree) -> Path:
+    """Write the whole run file atomically: temporary file, flush, fsync, rename."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for k, v in attrs.items():
+                f.attrs[k] = v if v is not None else ""
+            _write_tree(f, tree)
+            f.flush()
     return path
 
 
+def attributes(node: h5py.Group | h5py.Dataset) -> dict:
+    """A group's or dataset's HDF5 attributes, strings decoded."""
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in node.attrs.items()}
+
+
 def _read_tree(group: h5py.Group) -> dict:
-    out = {ATTRS: {k: (v.decode() if isinstance(v, bytes) else v) for k, v in group.attrs.items()}} \
-        if len(group.attrs) and not isinstance(group, h5py.File) else {}
+    out = {ATTRS: attributes(group)} if len(group.attrs) and not isinstance(group, h5py.File) else {}
     for key, item in group.items():
         if isinstance(item, h5py.Group):
             out[key] = _read_tree(item)
@@ -168,15 +184,28 @@ def _fmt(x) -> str:
     return str(int(x)) if x.is_integer() and abs(x) < 1e9 else f"{x:.4g}"
 
 
-def open_run(path: str | Path) -> Run:
-    """Read a run file written by biotp (or any file with the same layout)."""
+@contextmanager
+def run_file(path: str | Path) -> Iterator[h5py.File]:
+    """A run file open for reading, its datasets left on disk until sliced (for files too
+    large to read whole); a missing or non-HDF5 file is a BiotpError naming it."""
     path = Path(path)
     if not path.exists():
         raise BiotpError(f"{path}: no such run file")
     try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            groups = _read_tree(f)
+        f = h5py.File(path, "r")
     except OSError as err:
         raise BiotpError(f"{path}: not a readable HDF5 run file ({err})") from None
+    with f:
+        yield f
+
+
+def open_run(path: str | Path) -> Run:
+    """Read a run file written by biotp (or any file with the same layout)."""
+    path = Path(path)
+    with run_file(path) as f:
+        try:
+            attrs = attributes(f)
+            groups = _read_tree(f)
+        except OSError as err:
+            raise BiotpError(f"{path}: not a readable HDF5 run file ({err})") from None
     return Run(path, attrs, groups)

@@ -28,6 +28,7 @@ from .circuit import Circuit, load_circuit
 from .dynamics.reference import settled_error
 from .engines.base import check_finite
 from .errors import BiotpError, ConfigError
+from .nwb import add_nwb_option, check_nwb_option, export_after_run
 from .runs import Leaf, run_attrs, write_run
 
 BACKENDS = ("torch", "brian2")
@@ -271,6 +272,7 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
                         "gradient relaxation) and record its test error and the angle between the two updates of every "
                         "batch")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_nwb_option(p)
     p.set_defaults(func=run_simulate)
     return p
 
@@ -279,7 +281,9 @@ def run_simulate(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     argv = getattr(args, "argv", None)
-    if args.epochs is not None or args.resume is not None:
+    training = args.epochs is not None or args.resume is not None
+    check_nwb_option(args, args.out, "continuous-time training (--epochs, --resume)" if training else None)
+    if training:
         return _run_training(args, shlex.join(["biotp", *argv]) if argv else None)
     if args.circuit is None:
         raise ConfigError("biotp simulate: give a circuit file (or --resume RUN.h5)")
@@ -291,6 +295,7 @@ def run_simulate(args) -> int:
                    out=args.out, data_dir=args.data_dir, codegen=args.codegen, progress=not args.quiet,
                    command=shlex.join(["biotp", *argv]) if argv else None)
     print(run.summary_text())
+    export_after_run(args, run.path)
     return 0
 
 

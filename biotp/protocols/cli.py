@@ -7,6 +7,7 @@ import shlex
 
 import torch
 
+from ..nwb import add_nwb_option, check_nwb_option, export_after_run
 from .runner import run_protocol
 from .schema import load_protocol
 
@@ -29,6 +30,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_nwb_option(p)
     p.set_defaults(func=cmd_run)
     return p
 
@@ -38,8 +40,10 @@ def cmd_run(args) -> int:
         torch.set_num_threads(args.threads)
     protocol = load_protocol(args.protocol, args.overrides)
     out = args.out or f"runs/{protocol.name}.h5"
+    check_nwb_option(args, out, "a protocol on engine discrete" if protocol.engine == "discrete" else None)
     argv = getattr(args, "argv", None)
     run = run_protocol(protocol, out=out, data_dir=args.data_dir, progress=not args.quiet,
                        command=shlex.join(["biotp", *argv]) if argv else None)
     print(run.summary_text())
+    export_after_run(args, run.path)
     return 0
