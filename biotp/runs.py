@@ -185,16 +185,18 @@ def _fmt(x) -> str:
 
 
 @contextmanager
-def run_file(path: str | Path) -> Iterator[h5py.File]:
+def run_file(path: str | Path, expected: str | None = None) -> Iterator[h5py.File]:
     """A run file open for reading, its datasets left on disk until sliced (for files too
-    large to read whole); a missing or non-HDF5 file is a BiotpError naming it."""
+    large to read whole); a missing or non-HDF5 file is a BiotpError naming it (and what
+    was `expected` instead)."""
     path = Path(path)
+    wanted = f"; expected {expected}" if expected else ""
     if not path.exists():
-        raise BiotpError(f"{path}: no such run file")
+        raise BiotpError(f"{path}: no such run file{wanted}")
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise BiotpError(f"{path}: not a readable HDF5 run file ({err})") from None
+        raise BiotpError(f"{path}: not a readable HDF5 run file ({err}){wanted}") from None
     with f:
         yield f
 

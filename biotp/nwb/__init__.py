@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import BiotpError, RunFileError
 from ..runs import atomic_output, run_file, version
 from .cli import add_export_parser, add_nwb_option, check_nwb_option, export_after_run
-from .source import (Point, Source, Trace, beta_in_force, intervention_text, read_source, residuals,
+from .source import (EXPECTED, Point, Source, Trace, beta_in_force, intervention_text, read_source, residuals,
                      si_unit, traces)
 
 SYNTHETIC_CONSTRUCT = "http://purl.obolibrary.org/obo/NCBITaxon_32630"  # NCBI taxonomy: "synthetic construct"
@@ -60,7 +60,7 @@ def export_nwb(run: str | Path, out: str | Path, *, force: bool = False) -> Path
     from pynwb import NWBHDF5IO
 
     run, out = Path(run), check_output(out, force, run)
-    with run_file(run) as f:
+    with run_file(run, EXPECTED) as f:
         source = read_source(run, f)
         nwbfile = _nwbfile(source)
         with atomic_output(out, keep_suffix=True) as tmp:
