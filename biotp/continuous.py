@@ -48,7 +48,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     update of each batch and the fast path's from the same weights."""
     from . import data as datasets
     from .dynamics.model import check_layers
-    from .dynamics.reference import Reference, settled_error, settled_forward
+    from .dynamics.reference import Reference, settled_error, settled_output
     from .simulation import _device, build
 
     metrics: dict[str, list] = defaultdict(list)
@@ -95,7 +95,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
         t0 = time.perf_counter()
         stats = _epoch(eng, model, circuit, data["train"], epoch, progress, ref)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_forward),
+        row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_output),
                "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
         if ref is not None:
             row.update(ref.columns(lambda p: settled_error(model, p, loss, *data["test"]), model.L))
@@ -141,7 +141,7 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=
 
 
 @torch.no_grad()
-def _evaluate(model, params: Parameters, loss, data: dict, settled_forward) -> dict:
+def _evaluate(model, params: Parameters, loss, data: dict, settled_output) -> dict:
     """Loss and error on the training set, error on validation and test, of the settled
     forward pass (the forward phase's fixed point)."""
     row = {}
@@ -149,7 +149,7 @@ def _evaluate(model, params: Parameters, loss, data: dict, settled_forward) -> d
         if len(x) == 0:
             row[f"{split}_error"] = float("nan")
             continue
-        out = torch.cat([settled_forward(model, params, x[i : i + 1000])[-1] for i in range(0, len(x), 1000)])
+        out = torch.cat([settled_output(model, params, x[i : i + 1000]) for i in range(0, len(x), 1000)])
         if split == "train":
             row["train_loss"] = float(loss(out, y))
         row[f"{split}_error"] = float((out.argmax(1) != y).double().mean())

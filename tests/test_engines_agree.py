@@ -177,6 +177,11 @@ CASES = {
          "dynamics.feedback_plasticity.rule=fixed",
          "network.layers=[{size: 5, activation: relu}, {size: 5, activation: tanh}, {size: 4, activation: sigmoid}]"],
         "mse"),
+    "potential-difference-dtp1-nudged-ce-decoder": (
+        ["dynamics.form=potential", "dynamics.record={layer1: [h, t, r, rate], layer2: [h, t, r], layer3: [h, t, r]}"],
+        "cross_entropy"),
+    "potential-difference-dtp-nudged-mse-decoder-tanh-feedback": (
+        ["dynamics.form=potential", "dynamics.plasticity.rule=dtp", "feedback.activation=tanh"], "mse"),
     "inverse_input-dtp1-nudged-ce-decoder": (
         ["dynamics.relaxation=inverse_input",
          "dynamics.record={layer1: [h, t, r], layer2: [h, t, u, r], layer3: [h, t, u, r]}"], "cross_entropy"),
@@ -207,7 +212,8 @@ def test_relaxations_and_rules_agree(case):
 
 
 @pytest.mark.parametrize("case", ["difference-dtp1-nudged-mse-decoder-layerwise", "gradient-dtp-gradient_step-ce-decoder",
-                                  "inverse_input-dtp1-nudged-ce-decoder", "adaptation"])
+                                  "inverse_input-dtp1-nudged-ce-decoder", "potential-difference-dtp1-nudged-ce-decoder",
+                                  "adaptation"])
 def test_exponential_euler_agrees_with_large_steps(case):
     """Exponential Euler at dt = τ/2 (torch: sympy's derivative of each rate; brian2: its own
     conditionally linear split, run through exprel), plasticity and the decoders included."""

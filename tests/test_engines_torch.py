@@ -277,7 +277,7 @@ def test_integrated_dtp_plasticity_is_the_fast_paths_dtp_update(solver):
     path's DTP step on the same weights and batch: -(η/2)∇‖h_l - t_l‖² below the output
     (its layer loss is ‖·‖², ours ½‖·‖²), -ηβ ∇L at the output (target h_L - β∂L/∂h_L).
     Exponential Euler with steps of 2 τ_t: the weights integrate the step's mean rate of
-    the target (trate), so they move with it exactly."""
+    the target (tdot_mean), so they move with it exactly."""
     eta = 0.4
     big = {"solver": "exponential_euler", "dt": "2 ms", "forward_phase": "2 ms"} if solver != "rk4" else {}
     c = dtp_circuit("dtp", eta, **big)
@@ -416,6 +416,71 @@ def test_decoder_rule_is_dtp_gns_decoder_update():
         assert dV.abs().max() > 1e-4
         torch.testing.assert_close(after.V[l] - before.V[l], 0.05 * dV, atol=1e-14, rtol=1e-10)
         torch.testing.assert_close(after.c[l] - before.c[l], 0.05 * dc, atol=1e-14, rtol=1e-10)
+
+
+# ------------------------------------------------------------- the potential form
+
+POTENTIAL_NET = [{"size": 6, "activation": "tanh"}, {"size": 5, "activation": "sigmoid"}, {"size": 4, "activation": "tanh"},
+                 {"size": 3, "activation": "linear"}]
+
+
+def potential_run(dyn, algorithm=None):
+    """A tanh/sigmoid/tanh/linear net in the potential form from the exact pre-activations
+    (so the forward phase holds), one batch; (presentation, before, after, dtp_gn module, x, y)."""
+    base = {"form": "potential", "tau_t": "1 ms", "dt": "0.5 ms", "forward_phase": "1 ms", "target_phase": "60 ms",
+            "relaxation": "difference", "solver": "rk4", "stop": "steady", "atol": 1e-11, "rtol": 1e-13,
+            "target": {"mode": "nudged", "beta": 0.3}, "plasticity": {"rule": "dtp1", "eta": 1.0}}
+    c = circuit(POTENTIAL_NET, {**base, **dyn}, loss="cross_entropy",
+                algorithm=algorithm or {"name": "dtp_gn", "beta": 0.3, "refine": "output", "iterations": 1,
+                                        "start": "activity", "schedule": "layerwise", "layer_scaling": False})
+    rule = build(c, 5, 3).double()
+    eng, net = engine(c, 5, net=rule.net)
+    x = torch.rand(4, 5, dtype=D, generator=torch.Generator().manual_seed(8))
+    y = torch.tensor([0, 2, 1, 2])
+    a = [layer.pre(h).detach() for layer, h in zip(net.layers, net(x)[:-1])]  # a_l from h_{l-1}
+    before = eng.parameters()
+    p = eng.present(x, y, perturbation=Perturbation(h0={f"layer{l}": a[l - 1] for l in range(1, 5)}))
+    return p, before, eng.parameters(), rule, x, y, a
+
+
+def test_potential_form_settles_to_the_pre_activations():
+    p, *_, a = potential_run({"plasticity": {"rule": "none"}, "forward_phase": "40 ms", "target_phase": "0.5 ms"})
+    for l in range(1, 5):
+        torch.testing.assert_close(p.h[l], a[l - 1], atol=1e-12, rtol=0)
+
+
+def test_potential_form_dtp1_is_dtp_gn():
+    """With the populations as pre-activations (seed 001's h) and linear decoders, the settled
+    difference targets are dtp_gn's (τ_L = a_L - β ∂L/∂a_L, τ_{l-1} = a + g(τ_l) - g(a_l)) and
+    the integrated DTP1 change is dtp_gn's update, for tanh and sigmoid layers alike."""
+    p, before, after, rule, x, y, _ = potential_run({})
+    hs = [h.detach() for h in rule.net(x)]
+    tau = rule.preactivation_targets(hs, y)
+    for l in range(1, 5):
+        torch.testing.assert_close(p.t[l], tau[l], atol=1e-9, rtol=0)
+    for l, (dW, db) in rule.updates(hs, tau).items():
+        assert dW.abs().max() > 1e-4
+        torch.testing.assert_close(after.W[l] - before.W[l], dW, atol=1e-9, rtol=1e-7)
+        torch.testing.assert_close(after.b[l] - before.b[l], db, atol=1e-9, rtol=1e-7)
+
+
+def test_potential_form_decoder_rule_is_dtp_gns():
+    p, before, after, rule, x, y, _ = potential_run(
+        {"plasticity": {"rule": "none"}, "feedback_plasticity": {"rule": "decoder", "beta": 0.05}, "target_phase": "0.5 ms"})
+    updates, _ = rule.decoder_updates([h.detach() for h in rule.net(x)])
+    for l, (dV, dc) in updates.items():
+        assert dV.abs().max() > 1e-4
+        torch.testing.assert_close(after.V[l] - before.V[l], 0.05 * dV, atol=1e-13, rtol=1e-9)
+        torch.testing.assert_close(after.c[l] - before.c[l], 0.05 * dc, atol=1e-13, rtol=1e-9)
+
+
+@pytest.mark.parametrize("change", [{"relaxation": "gradient"}, {"target": {"mode": "clamped"}},
+                                    {"plasticity": {"rule": "dtp1", "influence": True}}])
+def test_potential_form_refuses_what_it_does_not_have(change):
+    from biotp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dynamics.form: potential: "):
+        potential_run(change)
 
 
 # ----------------------------------------------------------- the adaptive solver

@@ -85,6 +85,9 @@ class Model:
     targeted: list[int]  # layers with a target: the relaxing ones, the top and above
     constants: dict  # shared parameters: name -> (SI value, unit text)
     source: str = "<circuit>"  # the circuit file, for error messages
+    # projection -> the presynaptic variable its plasticity multiplies: h, or in the
+    # potential form the rate f(h) of a layer (`rate`)
+    presynaptic: dict = field(default_factory=dict)
 
     @property
     def L(self) -> int:
@@ -183,7 +186,10 @@ def build_model(circuit, input_size: int) -> Model:
     layers = check_layers(circuit)
     L = len(layers)
     acts = [None] + [layer.activation for layer in layers]
-    dec = [None, None] + [circuit.feedback.activation or acts[l - 1] or "linear" for l in range(2, L + 1)]
+    # g_l predicts the layer below: its rate through its activation, or (potential form) its
+    # potential, linearly by default
+    below = (lambda l: "linear") if spec.form == "potential" else (lambda l: acts[l - 1])
+    dec = [None, None] + [circuit.feedback.activation or below(l) or "linear" for l in range(2, L + 1)]
     for l in range(2, L + 1):
         if dec[l] not in E.ACTIVATION:
             raise ConfigError(f"{where}: feedback.activation {dec[l]!r} has no continuous-time form; expected one "
@@ -209,6 +215,9 @@ class Builder:
         self.statements: list[E.Statement] = []
         self.rules: dict[str, str] = {}
         self.onsets: dict[int, str] = {}  # relaxing layer -> t_l at the onset
+        self.potential = spec.form == "potential"
+        if self.potential:
+            self.check_potential()
 
     # small helpers -----------------------------------------------------------
     def eq(self, l: int, *lines: str) -> None:
@@ -224,6 +233,23 @@ class Builder:
     def fwd(self, l: int) -> str:
         return f"forward.layer{l}"
 
+    def out(self, l: int) -> str:
+        """What population l sends through its synapses: h, or in the potential form a
+        layer's rate f(h) (the input's h is the stimulus itself)."""
+        return "rate" if self.potential and l > 0 else "h"
+
+    def check_potential(self) -> None:
+        """What the potential form has (seed 001's DTP in continuous time), others refused."""
+        spec, why = self.spec, None
+        if spec.relaxation != "difference":
+            why = f"relaxation {spec.relaxation!r}: the potential form relaxes targets by the difference rule"
+        elif spec.target.mode != "nudged":
+            why = f"target.mode {spec.target.mode!r}: the potential form nudges the output, t_L = h_L - β ∂L/∂h_L"
+        elif spec.feedback_plasticity.rule == "inverse_loss" or spec.plasticity.influence:
+            why = "feedback_plasticity inverse_loss and plasticity.influence are rate-form only"
+        if why:
+            raise ConfigError(f"{self.where}: dynamics.form: potential: {why}")
+
     def fb(self, l: int) -> str:
         return f"feedback.layer{l}"
 
@@ -231,6 +257,9 @@ class Builder:
     def build(self) -> Model:
         spec, L = self.spec, self.L
         self.eq(0, "h : 1")
+        if self.potential:
+            for l in range(1, L + 1):
+                self.eq(l, f"rate = {E.act(self.acts[l], 'h')} : 1", f"rate_t = {E.act(self.acts[l], 'tgt')} : 1")
         for l in range(1, L + 1):
             self.forward(l)
         for l in self.relaxing:
@@ -265,9 +294,11 @@ class Builder:
         constants = {"tau_f": (spec.tau_f, "second"), "tau_t": (spec.tau_t, "second"),
                      "eta": (spec.plasticity.eta, "1"), "gamma": (spec.plasticity.gamma, "Hz"),
                      "beta": (spec.target.beta, "1"), "beta_fb": (spec.feedback_plasticity.beta, "1")}
+        presynaptic = {name: self.out(p.layer - 1 if p.kind == "forward" else p.layer)
+                       for name, p in projections.items() if p.kind != "pool"}
         model = Model(spec, self.loss, populations, projections, list(self.couplings.values()), self.rules,
                       sorted(self.statements, key=lambda s: (s.event, s.order)), self.relaxing,
-                      list(range(1, L + 1)), constants, self.where)
+                      list(range(1, L + 1)), constants, self.where, presynaptic)
         self.check_record(model)
         from .units import check_units
 
@@ -275,14 +306,15 @@ class Builder:
         return model
 
     def forward(self, l: int) -> None:
-        """τ_f dh/dt = -h + F(a + b + I_h) (gated), a = W_l h_{l-1}."""
-        F = self.acts[l]
+        """τ_f dh/dt = -h + F(a + b + I_h) (gated), a = W_l h_{l-1}; in the potential form
+        τ_f dh/dt = -h + a + b + I_h, a = W_l F(h_{l-1})."""
+        drive = "a + b + I_h" if self.potential else E.act(self.acts[l], "a + b + I_h")
         self.eq(l, "dh/dt = hdot : 1",
-                f"hdot = fwd * (1 - hold_h) * (-h + {E.act(F, 'a + b + I_h')}) / tau_f"
+                f"hdot = fwd * (1 - hold_h) * (-h + {drive}) / tau_f"
                 f" + sigma_h * sqrt(2 / (tau_f * dt)) * noise_h : 1/second",
                 "b : 1", "I_h = 0 : 1", "fwd : 1 (shared)", "hold_h : 1 (shared)", "clamp_h : 1",
                 "sigma_h : 1 (shared)", "noise_h : 1")
-        self.couple(l, E.Coupling("a", self.fwd(l), "h"))
+        self.couple(l, E.Coupling("a", self.fwd(l), self.out(l - 1)))
 
     def relaxation(self, l: int) -> None:
         """Layer l's target relaxes by the registered relaxation (`equations.RELAXATIONS`)."""
@@ -292,6 +324,8 @@ class Builder:
         self.eq(up, *r.up_lines)
         for receiver, c in r.couplings:
             projection = self.fwd(up) if c.projection == "forward" else self.fb(up)
+            if self.potential:  # g reads the rates of the layer above: f(t), f(h)
+                c = replace(c, source={"tgt": "rate_t", "h": "rate"}[c.source])
             self.couple(l if receiver == "self" else up, replace(c, projection=projection))
         if r.relaxes_tgt:  # a relaxing target starts at its onset value (or its clamp)
             self.statements.append(E.Statement("onset", 5, layer_name(l), "tgt", "=",
@@ -306,9 +340,13 @@ class Builder:
         gradient_step t_{L-1} = h_{L-1} - β ∂L/∂h_{L-1} (seed 002 eq. 3.7, η̂ = β) with t_L
         nudged as well (so that W_L learns the output loss, as in the fast path's DTP)."""
         L, mode = self.L, self.spec.target.mode
-        self.eq(L, "label : 1", f"dL = {E.LOSS_GRADIENT[self.loss]} : 1")
+        if self.potential:  # ∂L/∂h through the output's rate
+            grad = re.sub(r"\bh\b", "rate", E.LOSS_GRADIENT[self.loss])
+            self.eq(L, "label : 1", f"dL = ({grad}) * {E.slope(self.acts[L], 'rate')} : 1")
+        else:
+            self.eq(L, "label : 1", f"dL = {E.LOSS_GRADIENT[self.loss]} : 1")
         if self.loss == "cross_entropy":
-            self.couple(L, E.Coupling("zsum", f"pool.layer{L}", "exp(h)", weighted=False))
+            self.couple(L, E.Coupling("zsum", f"pool.layer{L}", f"exp({self.out(L)})", weighted=False))
         steps = {L: "label" if mode == "clamped" else "h - beta * dL"}
         if mode == "gradient_step":
             self.eq(L, f"dLa = dL * {E.slope(self.acts[L], 'h')} : 1")
@@ -322,12 +360,12 @@ class Builder:
     def plasticity(self, l: int) -> None:
         """err_l, the rule's postsynaptic factor, and the onset step's integral."""
         rule, F = self.spec.plasticity.rule, self.acts[l]
-        if rule == "dtp":
-            fac = E.slope(F, "h")
+        if rule == "dtp":  # (the potential's own error: the slope is 1)
+            fac = "1" if self.potential else E.slope(F, "h")
         else:
-            fac = f"{E.INVERSE_SLOPE[F].format(y='h')} / (nin + 1)"
-            self.couple(l, E.Coupling("nin", self.fwd(l), "h**2", weighted=False))
-        self.eq(l, f"fac = {fac} : 1", "err = trate * fac : 1/second")
+            fac = "1 / (nin + 1)" if self.potential else f"{E.INVERSE_SLOPE[F].format(y='h')} / (nin + 1)"
+            self.couple(l, E.Coupling("nin", self.fwd(l), f"{self.out(l - 1)}**2", weighted=False))
+        self.eq(l, f"fac = {fac} : 1", "err = tdot_mean * fac : 1/second")
         if self.biases[l]:
             self.lines[l].remove("b : 1")  # the bias learns: db/dt = plastic_b η err
             self.eq(l, "plastic_b : 1 (shared)", "db/dt = plastic_b * eta * err : 1")
@@ -345,8 +383,8 @@ class Builder:
         """Seed 001's decoder rule on g_l, after the forward phase (see FeedbackPlasticitySpec)."""
         below = l - 1
         self.eq(below, "c : 1", "dec : 1", "plastic_c : 1 (shared)")
-        self.couple(below, E.Coupling("vh", self.fb(l), "h"))
-        self.couple(below, E.Coupling("nfb", self.fb(l), "h**2", weighted=False))
+        self.couple(below, E.Coupling("vh", self.fb(l), self.out(l)))
+        self.couple(below, E.Coupling("nfb", self.fb(l), f"{self.out(l)}**2", weighted=False))
         self.statements += [
             E.Statement("feedback", 5, layer_name(below), "dec", "=",
                         f"beta_fb * (h - {E.act(self.dec[l], 'vh + c')}) / (nfb + 1)"),
@@ -387,12 +425,12 @@ class Builder:
         return Population(layer_name(l), l, self.sizes[l], self.acts[l], "\n".join(lines), params)
 
     def step_rate(self, lines: list) -> str:
-        """`trate`, the target's rate as the plasticity integrates it: tdot, or with
+        """`tdot_mean`, the target's rate as the plasticity integrates it: tdot, or with
         exponential Euler the step's mean rate exprel(A dt) tdot (A, the coefficient of tgt in
         tdot), so that the weights move by η Δtgt ⊗ fac ⊗ h_prev each step, exactly as the
         target they read -- both rules' err are linear in tdot -- at any dt."""
         if self.spec.solver != "exponential_euler" or "dtgt/dt = tdot : 1" not in lines:
-            return "trate = tdot : 1/second"
+            return "tdot_mean = tdot : 1/second"
         import sympy
         from brian2 import Equations
         from brian2.parsing.sympytools import str_to_sympy, sympy_to_str
@@ -400,11 +438,11 @@ class Builder:
         try:
             rate = dict(Equations("\n".join(lines)).get_substituted_expressions())["tgt"]
         except Exception:  # noqa: BLE001 (a user's line brian2 cannot read: check_units names it)
-            return "trate = tdot : 1/second"
+            return "tdot_mean = tdot : 1/second"
         A = sympy.diff(str_to_sympy(rate.code), sympy.Symbol("tgt", real=True))
         if A == 0:  # (the gradient relaxation: tgt enters through couplings only)
-            return "trate = tdot : 1/second"
-        return f"trate = exprel(({sympy_to_str(A)}) * dt) * tdot : 1/second"
+            return "tdot_mean = tdot : 1/second"
+        return f"tdot_mean = exprel(({sympy_to_str(A)}) * dt) * tdot : 1/second"
 
     def check_record(self, model: Model) -> None:
         for pop, variables in self.spec.record.items():

@@ -2,7 +2,8 @@
 settles to, and the fast path's own learning rule on the same parameters (the reference
 the settled dynamics are compared with).
 
-  settled_forward   h_l = F_l(W_l h_{l-1} + b_l): the forward phase's fixed point
+  settled_forward   h_l = F_l(W_l h_{l-1} + b_l) (potential form: W_l F_{l-1}(h_{l-1}) + b_l), the
+                    forward phase's fixed point; settled_output, the output's rate there
   FastPathRule      the fast path's `dtp` (for plasticity dtp) or `dtp_gn` (for dtp1) run on a
                     `Network` holding the given `Parameters`; its weight change in the
                     continuous model's scale:
@@ -15,7 +16,9 @@ the settled dynamics are compared with).
                       dtp1    ΔW_l = η · dtp_gn's DTP1 update (refine: output, one iteration from the
                               activity, i.e. DTP's difference targets), with V_l, c_l as its decoder
                     The continuous model's activity targets are the fast path's `dtp` targets
-                    exactly.  `dtp_gn` works on pre-activations: for the same targets the two
+                    exactly.  In the potential form (`dynamics.form: potential`, linear
+                    feedback) the populations are dtp_gn's pre-activations and the two are the
+                    same algorithm.  In the rate form, for the same targets the two
                     DTP1 changes agree to first order in β (exactly for linear layers), but
                     below the output its targets differ -- its decoders map an activity to
                     the pre-activation below (τ_{l-1} = a + Ω(σ(τ_l) - h_l)), the continuous
@@ -35,18 +38,30 @@ from ..layers.activations import activation
 
 
 def settled_forward(model, params, x: torch.Tensor) -> list:
-    """[h_0..h_L] of the forward pass, the fixed point of the forward phase."""
+    """[h_0..h_L], the fixed point of the forward phase: h_l = F_l(W_l h_{l-1} + b_l), or in
+    the potential form h_l = W_l F_{l-1}(h_{l-1}) + b_l (F_0 the identity: h_0 = x)."""
     h = [x.flatten(1).to(params.W[1])]
+    potential = model.spec.form == "potential"
     for l in range(1, model.L + 1):
         F = activation(model.populations[f"layer{l}"].activation)
-        h.append(F(h[-1] @ params.W[l].T + params.b[l]))
+        below = activation(model.populations[f"layer{l - 1}"].activation) if potential and l > 1 else None
+        a = (below(h[-1]) if below else h[-1]) @ params.W[l].T + params.b[l]
+        h.append(a if potential else F(a))
     return h
+
+
+def settled_output(model, params, x: torch.Tensor) -> torch.Tensor:
+    """The network's output (the output layer's rate) at the forward phase's fixed point."""
+    h_L = settled_forward(model, params, x)[-1]
+    if model.spec.form == "potential":
+        return activation(model.populations[f"layer{model.L}"].activation)(h_L)
+    return h_L
 
 
 def settled_error(model, params, loss, x, y) -> tuple[float, float]:
     """(error rate, mean loss) of the settled forward pass on (x, y)."""
     with torch.no_grad():
-        out = settled_forward(model, params, x)[-1]
+        out = settled_output(model, params, x)
         return float((out.argmax(1) != y.to(out.device)).double().mean()), float(loss(out, y.to(out.device)))
 
 
@@ -74,6 +89,9 @@ class FastPathRule:
                 raise ConfigError(f"{where}: the fast path's dtp has DTP's targets: compare it with relaxation: "
                                   f"difference and target.mode: gradient_step (got {spec.relaxation}, {spec.target.mode})")
             algorithm = {"name": "dtp", "eta_hat": spec.target.beta}
+        elif rule == "dtp" and spec.form == "potential":
+            raise ConfigError(f"{where}: the fast path has no dtp on pre-activations: compare the potential form's dtp1 "
+                              "with dtp_gn")
         elif rule == "dtp1":
             algorithm = {"name": "dtp_gn", "beta": spec.target.beta, "iterations": 1, "refine": "output",
                          "start": "activity", "schedule": "layerwise", "layer_scaling": spec.plasticity.influence}

@@ -4,7 +4,8 @@ relaxation, plasticity, solver and recordings of the continuous-time model.
 Example (circuits/mlp.yaml)::
 
     dynamics:
-      tau_f: 2 ms              # forward settling  τ_f dh/dt = -h + f(W h_prev + b)
+      form: rate               # rate: τ_f dh/dt = -h + f(W h_prev + b) | potential: -h + W f(h_prev) + b
+      tau_f: 2 ms              # forward settling time constant
       tau_t: 2 ms              # target relaxation time constant
       dt: 0.1 ms
       forward_phase: 20 ms     # per example: forward phase, then target phase
@@ -102,6 +103,9 @@ class DynamicsSpec(Spec):
     dt: Time = Field(1e-4, description="integration step")
     forward_phase: Time = Field(20e-3, description="duration of the forward phase")
     target_phase: Time = Field(20e-3, description="duration of the target phase")
+    form: Literal["rate", "potential"] = Field(
+        "rate", description="what a population's h is: its rate, τ dh/dt = -h + f(W h_prev + b), or its potential "
+                            "(pre-activation), τ dh/dt = -h + W f(h_prev) + b, seed 001's populations")
     relaxation: str = Field("difference", description="an entry of biotp.dynamics.equations.RELAXATIONS")
     schedule: Literal["parallel", "layerwise"] = "parallel"
     target: TargetSpec = TargetSpec()

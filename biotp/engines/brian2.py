@@ -133,7 +133,8 @@ class Brian2Engine(Engine):
         lines = ["plastic : 1 (shared)", "alive : 1"]
         rule = model.rules.get(p.name)
         if rule is not None:
-            lines.append(f"dw/dt = plastic * alive * (eta * {rule}_post * h_pre - eta * gamma * w) : 1 (clock-driven)")
+            pre_factor = f"{model.presynaptic[p.name]}_pre"
+            lines.append(f"dw/dt = plastic * alive * (eta * {rule}_post * {pre_factor} - eta * gamma * w) : 1 (clock-driven)")
         else:
             lines.append("w : 1")
         summed = {}
@@ -179,7 +180,8 @@ class Brian2Engine(Engine):
             p = model.projections[st.scope]
             keep = set(self.tables[p.post]) | {"w", "alive", "plastic"}
             post = suffixed(st.expr, "_post", keep)
-            runner = self.synapses[st.scope].run_regularly(f"w += plastic * alive * ({post}) * h_pre", dt=self.dt,
+            pre_factor = f"{model.presynaptic[st.scope]}_pre"
+            runner = self.synapses[st.scope].run_regularly(f"w += plastic * alive * ({post}) * {pre_factor}", dt=self.dt,
                                                            when="groups", order=STATEMENT + st.order - 5,
                                                            name=f"{st.event}_{st.scope.replace('.', '_')}_w")
         runner.active = False

@@ -317,7 +317,7 @@ class TorchEngine(Engine):
                 p = self.model.projections[proj]
                 err = self._batch(scopes[p.post][self.model.rules[proj]], p.post) * moving
                 decay = gamma * w * (moving.amax() if torch.is_tensor(moving) else 1.0)
-                dw = eta * (err.T @ scopes[p.pre]["h"] / err.shape[0] - decay)
+                dw = eta * (err.T @ scopes[p.pre][self.model.presynaptic[proj]] / err.shape[0] - decay)
                 mask = self.alive.get(proj)
                 rates["~w"][proj] = dw if mask is None else dw * mask
         return rates
@@ -497,7 +497,7 @@ class TorchEngine(Engine):
                 for bi, sc in zip(solver.b, scopes):
                     if bi:
                         e = self._batch(sc[p.post][self.model.rules[proj]], p.post) * (hs * go * bi)
-                        dW[proj] += e.T @ sc[p.pre]["h"]
+                        dW[proj] += e.T @ sc[p.pre][self.model.presynaptic[proj]]
                         db[p.post] += e.sum(0)
             for n, part in y.items():
                 for v in part:
@@ -547,7 +547,7 @@ class TorchEngine(Engine):
             else:
                 p = self.model.projections[st.scope]
                 post = self._batch(f(scopes[p.post]), p.post)
-                dw = post.T @ scopes[p.pre]["h"] / post.shape[0]
+                dw = post.T @ scopes[p.pre][self.model.presynaptic[st.scope]] / post.shape[0]
                 mask = self.alive.get(st.scope)
                 store = self.params.W if p.kind == "forward" else self.params.V
                 store[p.layer] = store[p.layer] + (dw if mask is None else dw * mask)
