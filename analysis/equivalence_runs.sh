@@ -25,9 +25,10 @@ run() {  # run CIRCUIT OUT DYNAMICS [--set ...]
 # exponential Euler with steps of 5 τ
 run circuits/dtp_mnist_7x240.yaml runs/equivalence_dtp_mnist_7x240_exponential.h5 \
   "{tau_f: 1 ms, tau_t: 1 ms, dt: 5 ms, forward_phase: 80 ms, target_phase: 80 ms, relaxation: difference, target: {mode: gradient_step, beta: 0.5}, plasticity: {rule: dtp, eta: 0.1}, feedback_plasticity: {rule: fixed}, solver: exponential_euler, stop: steady, atol: 1.0e-3, rtol: 1.0e-4, dtype: float32}"
-# seed 001's Gauss-Newton DTP1 against the fast path's dtp_gn (linear decoders, fixed)
+# seed 001's Gauss-Newton DTP1 on membrane potentials (its populations) against the fast
+# path's dtp_gn (linear decoders, fixed)
 run circuits/dtp_mnist_7x240.yaml runs/equivalence_dtp1_mnist_7x240.h5 \
-  "{tau_f: 1 ms, tau_t: 1 ms, dt: 5 ms, forward_phase: 80 ms, target_phase: 80 ms, relaxation: difference, target: {mode: nudged, beta: 0.5}, plasticity: {rule: dtp1, eta: 0.3}, feedback_plasticity: {rule: fixed}, solver: exponential_euler, stop: steady, atol: 1.0e-3, rtol: 1.0e-4, dtype: float32}" \
+  "{tau_f: 1 ms, tau_t: 1 ms, dt: 5 ms, forward_phase: 80 ms, target_phase: 80 ms, form: potential, relaxation: difference, target: {mode: nudged, beta: 0.5}, plasticity: {rule: dtp1, eta: 3.0}, feedback_plasticity: {rule: fixed}, solver: exponential_euler, stop: steady, atol: 1.0e-3, rtol: 1.0e-4, dtype: float32}" \
   --set feedback.activation=linear
 # the gradient relaxation (seed 000) against the fast path's gtp, layer by layer from the label,
 # Euler with dt = τ/4, on seed 000's 784-500-500-10 net

@@ -83,11 +83,13 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
             raise BiotpError(f"{resume}: no /checkpoint group to resume from")
         start = _load(eng, previous.checkpoint, dtype, dev) + 1
     ref = None
-    if reference:
-        if previous is not None:
-            raise BiotpError(f"{resume}: a run with a discrete reference restarts from epoch 1 (the reference's "
-                             "own weights are not checkpointed)")
+    if reference and start <= circuit.schedule.epochs:
         ref = Reference(circuit, model, data["train"][0].shape[1], eng.parameters())
+        if previous is not None:  # the reference's own trajectory continues from its checkpoint
+            if "reference" not in previous.checkpoint:
+                raise BiotpError(f"{resume}: its checkpoint has no reference weights (written before they were "
+                                 "kept); start the run again")
+            ref.params = _parameters(previous.checkpoint["reference"], torch.float64, torch.device("cpu"))
     attrs = run_attrs(circuit, command, kind="continuous", engine=engine, rule=circuit.dynamics.plasticity.rule,
                       device=str(dev))
     total = circuit.schedule.epochs
@@ -106,7 +108,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
                   f"test error {100 * row['test_error']:.2f}%  ({row['examples_per_s']:.0f} examples/s)", flush=True)
         if out is not None:
             tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()},
-                    "checkpoint": _state(eng, epoch)}
+                    "checkpoint": _state(eng, epoch, ref)}
             write_run(out, attrs, tree)
     if out is not None:
         return open_run(out)
@@ -156,18 +158,27 @@ def _evaluate(model, params: Parameters, loss, data: dict, settled_output) -> di
     return {k: row[k] for k in ("train_loss", "train_error", "val_error", "test_error")}
 
 
-def _state(eng, epoch: int) -> dict:
-    params = eng.parameters()
-    tree = {part: {str(l): v.detach().cpu().numpy() for l, v in getattr(params, part).items()} for part in PARTS}
+def _tree(params: Parameters) -> dict:
+    return {part: {str(l): v.detach().cpu().numpy() for l, v in getattr(params, part).items()} for part in PARTS}
+
+
+def _parameters(tree: dict, dtype, device) -> Parameters:
+    conv = lambda d: {int(l): torch.as_tensor(np.asarray(v), dtype=dtype, device=device) for l, v in d.items()}  # noqa: E731
+    return Parameters(*(conv(tree.get(part, {})) for part in PARTS))
+
+
+def _state(eng, epoch: int, ref=None) -> dict:
+    tree = _tree(eng.parameters())
     tree["epoch"] = np.int64(epoch)
+    if ref is not None:
+        tree["reference"] = _tree(ref.params)
     if getattr(eng, "generator", None) is not None:
         tree["generator"] = eng.generator.get_state().numpy()
     return tree
 
 
 def _load(eng, tree: dict, dtype, device) -> int:
-    conv = lambda d: {int(l): torch.as_tensor(np.asarray(v), dtype=dtype, device=device) for l, v in d.items()}  # noqa: E731
-    eng.set_parameters(Parameters(*(conv(tree.get(part, {})) for part in PARTS)))
+    eng.set_parameters(_parameters(tree, dtype, device))
     if "generator" in tree and getattr(eng, "generator", None) is not None:
         eng.generator.set_state(torch.as_tensor(np.asarray(tree["generator"]), dtype=torch.uint8))
     return int(tree["epoch"])
