@@ -67,6 +67,17 @@ class SimulationRun:
         return "\n".join(lines)
 
 
+def count(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (0 examples, a batch of 0, -5 epochs are typos)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number ≥ 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a whole number ≥ 1")
+    return value
+
+
 def _device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -255,16 +266,16 @@ def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--codegen", choices=("numpy", "cython"), default="numpy", help="brian2 code generation target")
     p.add_argument("--out", metavar="TRACES.h5", help="run file to write (HDF5)")
-    p.add_argument("--examples", type=int, default=100, help="number of examples in the stream (default 100)")
+    p.add_argument("--examples", type=count, default=100, help="number of examples in the stream (default 100)")
     p.add_argument("--duration", help="simulated time of the stream, e.g. '1 s' (limits the examples)")
-    p.add_argument("--batch-size", type=int, help="examples presented side by side (torch)")
+    p.add_argument("--batch-size", type=count, help="examples presented side by side (torch)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a circuit field, e.g. --set dynamics.tau_f='3 ms' (repeatable)")
     p.add_argument("--seed", type=int, help="random seed (overrides the circuit's `seed`)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend; default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: small networks run fastest)")
+    p.add_argument("--threads", type=count, default=1, help="torch CPU threads (default 1: small networks run fastest)")
     p.add_argument("--data-dir", help="dataset directory")
-    p.add_argument("--epochs", type=int, help="train: this many epochs over the training set in data.batch_size "
+    p.add_argument("--epochs", type=count, help="train: this many epochs over the training set in data.batch_size "
                                               "batches, evaluating after each (see biotp/continuous.py)")
     p.add_argument("--resume", metavar="RUN.h5", help="continue a continuous-time training run file")
     p.add_argument("--reference", action="store_true",

@@ -166,3 +166,14 @@ def test_non_dense_circuits_are_refused_naming_the_layer():
     with pytest.raises(ConfigError, match=r"c\.yaml: network\.layers: layer 1 is 'conv'; the continuous-time "
                                           "model has dense populations only"):
         build_model(c, 25)
+
+
+@pytest.mark.parametrize("args, expected", [(["--examples", "-5"], "--examples: -5"), (["--examples", "0"], "--examples: 0"),
+                                            (["--batch-size", "0"], "--batch-size: 0"), (["--epochs", "two"], "--epochs: 'two'")])
+def test_simulate_refuses_counts_below_one(capsys, args, expected):
+    from biotp.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", str(MLP), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and expected in err and "expected a whole number ≥ 1" in err and "Traceback" not in err
