@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import bar as progress_bar
 
 from .circuit import Circuit
 from .engines.base import Parameters, check_finite
@@ -122,7 +122,7 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=
     order = torch.randperm(len(x), generator=g).to(x.device)
     bs = circuit.data.batch_size
     steps, residual = defaultdict(list), defaultdict(float)
-    bar = tqdm(total=len(x), desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress)
+    bar = progress_bar(total=len(x), desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress, lines=None)
     for b, i in enumerate(range(0, len(x), bs)):
         idx = order[i : i + bs]
         if ref is not None:

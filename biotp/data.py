@@ -474,12 +474,10 @@ def _md5_file(path: Path, gunzip: bool = False) -> str:
 
 
 def _progress_bar(total: Any, label: str) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
+    from .progress import bar
+
     size = int(total) if total and str(total).isdigit() else None
-    return tqdm(total=size, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False)
+    return bar(total=size, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False, lines="close")
 
 
 def download(

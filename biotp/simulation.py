@@ -178,9 +178,9 @@ def simulate(
     start = time.perf_counter()
     bar = None
     if progress:
-        from tqdm import tqdm
+        from .progress import bar as progress_bar
 
-        bar = tqdm(total=len(x), unit="ex", desc=f"simulate ({backend})")
+        bar = progress_bar(total=len(x), unit="ex", desc=f"simulate ({backend})", lines="close")
     for i in range(0, len(x), batch):
         p = engine.present(x[i : i + batch], y[i : i + batch])
         nb = len(x[i : i + batch])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import bar as progress_bar
 
 from . import data as datasets
 from .algorithms import Algorithm, build
@@ -109,7 +109,7 @@ class Session:
         self.rule.train()
         passes = self.passes(epoch)
         n_batches = -(-len(self.train[0]) // self.circuit.data.batch_size)
-        bar = tqdm(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress)
+        bar = progress_bar(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress, lines=None)
         for forward, feedback in passes:
             for step, (x, y) in enumerate(self.batches(epoch), start=1):
                 self.rule.zero_grad(set_to_none=True)
@@ -263,7 +263,7 @@ def train(
         start = session.load_state(previous.checkpoint) + 1
     attrs = run_attrs(circuit, command, kind="train", algorithm=circuit.algorithm.name, device=str(session.device))
     total = circuit.schedule.epochs
-    bar = tqdm(range(start, total + 1), desc=f"{circuit.name} [{circuit.algorithm.name}]", disable=not progress, initial=start - 1, total=total)
+    bar = progress_bar(range(start, total + 1), desc=f"{circuit.name} [{circuit.algorithm.name}]", disable=not progress, initial=start - 1, total=total, unit="epoch", lines="step")
     for epoch in bar:
         t0 = time.perf_counter()
         try:

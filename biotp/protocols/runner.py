@@ -180,9 +180,9 @@ def _recorded_trials(p: Protocol) -> set[int]:
 
 
 def _progress_bar(total: int, desc: str):
-    from tqdm import tqdm
+    from ..progress import bar
 
-    return tqdm(total=total, unit="trial", desc=desc, leave=False)
+    return bar(total=total, unit="trial", desc=desc, leave=False, lines=None)  # the runner logs each point
 
 
 class _Log:
