@@ -9,7 +9,7 @@ import math
 from hdmf.data_utils import GenericDataChunkIterator
 
 CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB
-BUFFER_BYTES = 16 << 20  # read, reordered and compressed 16 MiB at a time
+BUFFER_BYTES = 8 << 20  # read, reordered and compressed 8 MiB at a time (HDF5 needs about as much again)
 
 
 class TrialMajor(GenericDataChunkIterator):
