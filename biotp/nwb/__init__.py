@@ -36,8 +36,8 @@ import numpy as np
 from ..errors import BiotpError, RunFileError
 from ..runs import atomic_output, run_file, version
 from .cli import add_export_parser, add_nwb_option, check_nwb_option, export_after_run
-from .source import (EXPECTED, Point, Source, Trace, beta_in_force, intervention_text, read_source, residuals,
-                     si_unit, traces)
+from .source import (EXPECTED, Point, Source, Trace, beta_in_force, dataset, intervention_text, read_source,
+                     residuals, traces)
 
 SYNTHETIC_CONSTRUCT = "http://purl.obolibrary.org/obo/NCBITaxon_32630"  # NCBI taxonomy: "synthetic construct"
 
@@ -87,7 +87,8 @@ def _nwbfile(source: Source):
     pts = source.points
     n_trials = sum(pt.n_trials for pt in pts)
     if source.kind == "simulate":
-        what = f"biotp simulate: circuit {circuit.name!r} ({a.get('backend', '?')} engine), a stream of {n_trials} examples"
+        what = (f"biotp simulate: circuit {circuit.name!r} ({a.get('backend', '?')} engine), a stream of "
+                f"{n_trials} examples")
         described = circuit.description
     else:
         p = pts[0].protocol
@@ -121,8 +122,8 @@ def _nwbfile(source: Source):
 
 
 def _layout_note(source: Source) -> str:
-    pt = source.points[0]
-    return (f"Continuous-time simulation sampled every {pt.circuit.dynamics.record_every * pt.circuit.dynamics.dt:.6g} s. "
+    spec = source.points[0].circuit.dynamics
+    return (f"Continuous-time simulation sampled every {spec.record_every * spec.dt:.6g} s. "
             "Each trace TimeSeries holds the recorded trials one after another: row k*n + j is sample j (of n per "
             "trial) of the k-th recorded trial, at session time onset + j*sampling interval; the trials table "
             "says which trials were recorded. Trials follow each other on the session time axis"
@@ -150,8 +151,7 @@ def _table(cls, name: str, description: str, columns: list[tuple[str, str, objec
     from hdmf.common import VectorData
 
     return cls(name=name, description=description,
-               columns=[VectorData(name=n, description=d, data=np.asarray(v) if not isinstance(v, list) else v)
-                        for n, d, v in columns])
+               columns=[VectorData(name=n, description=d, data=np.asarray(v)) for n, d, v in columns])
 
 
 def _trials(source: Source):
@@ -185,15 +185,13 @@ def _trials(source: Source):
 
 def _settling_columns(source: Source, pt: Point, add) -> None:
     """A simulate stream's per-example settling statistics (/settling)."""
-    from .source import _dataset
-
     n_layers = len(pt.equations) - 1
     text = {"forward_steps": "integration steps of the forward phase",
             "target_steps": "integration steps of the target phase",
             "forward_residual": f"‖dy_l/dt‖ (1/s) per layer l = 1..{n_layers} at the end of the forward phase",
             "target_residual": f"‖dy_l/dt‖ (1/s) per layer l = 1..{n_layers} at the end of the target phase"}
     for name, description in text.items():
-        values = _dataset(source.path, pt.group, f"settling/{name}")[()]
+        values = dataset(source.path, pt.group, f"settling/{name}")[()]
         if len(values) != pt.n_trials:
             raise RunFileError(f"{source.path}: /settling/{name} has {len(values)} rows; expected one per example "
                                f"({pt.n_trials}, /summary/examples)")
@@ -244,10 +242,10 @@ def _interventions(source: Source):
         if pt.protocol is None or not pt.protocol.interventions:
             continue
         timeline = pt.timeline()
-        covered = np.array([[i in {j for j, _ in timeline.active(k)} for i in range(len(pt.protocol.interventions))]
-                            for k in range(pt.n_trials)]).reshape(pt.n_trials, -1)
+        active = [{i for i, _ in timeline.active(k)} for k in range(pt.n_trials)]
         for i, iv in enumerate(pt.protocol.interventions):
-            edges = np.diff(np.concatenate([[0], covered[:, i].astype(int), [0]]))
+            covered = np.array([i in trial for trial in active], dtype=int)
+            edges = np.diff(np.concatenate([[0], covered, [0]]))
             for first, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
                 rows.append((pt.onsets(first), pt.onsets(end), i, iv.kind, intervention_text(i, iv), iv.during,
                              pt.index))
@@ -281,7 +279,8 @@ def _add_point(nwbfile, source: Source, pt: Point) -> None:
             module.add(_series(pt, tr, f"{pt.prefix}residual_{tr.variable}", linked))
     module = _module(nwbfile, "evaluation", "held-out error and loss, weight changes and angles over trials")
     module.add(_evaluations(source, pt))
-    module.add(_summary(pt))
+    if "summary" in pt.group:
+        module.add(_summary(pt))
     if "weights" in pt.group:
         module = _module(nwbfile, "weights", "synaptic weights w[post, pre] by projection")
         for table in _weights(source, pt):
@@ -317,7 +316,8 @@ def _evaluations(source: Source, pt: Point):
     from hdmf.common import DynamicTable
 
     if pt.protocol is None:  # a stream: before and after, from its summary
-        s = {k: pt.group[f"summary/{k}"][()] for k in ("error_before", "error_after", "loss_before", "loss_after")}
+        s = {k: dataset(source.path, pt.group, f"summary/{k}")[()]
+             for k in ("error_before", "error_after", "loss_before", "loss_after")}
         columns = [("trial", "trials completed", np.array([0, pt.n_trials])),
                    ("time", "session time of the evaluation (s)", pt.onsets([0, pt.n_trials])),
                    ("test_error", "fraction of misclassified test examples (settled network)",
@@ -364,7 +364,7 @@ def _metric_text(name: str) -> str:
 def _summary(pt: Point):
     from hdmf.common import DynamicTable
 
-    group = pt.group.get("summary", {})
+    group = pt.group["summary"]
     return _table(DynamicTable, f"{pt.prefix}summary", "the run's summary scalars (one row)",
                   [(k, f"summary value {k}", np.asarray(group[k][()]).reshape(1)) for k in group])
 
@@ -389,12 +389,12 @@ def _weights(source: Source, pt: Point) -> list:
     return out
 
 
-def _chunked(dataset, batch: int):
+def _chunked(trace, batch: int):
     from hdmf.backends.hdf5.h5_utils import H5DataIO
 
     from .chunks import TrialMajor
 
-    return H5DataIO(TrialMajor(dataset, batch), compression="gzip", compression_opts=4)
+    return H5DataIO(TrialMajor(trace, batch), compression="gzip", compression_opts=4)
 
 
-__all__ = ["add_export_parser", "add_nwb_option", "check_nwb_option", "check_output", "export_after_run", "export_nwb", "si_unit"]
+__all__ = ["add_export_parser", "add_nwb_option", "check_nwb_option", "check_output", "export_after_run", "export_nwb"]

@@ -19,14 +19,14 @@ import h5py
 import numpy as np
 import yaml
 
-from ..errors import BiotpError, RunFileError
+from ..errors import RunFileError
 from ..runs import Run, attributes
 
 EXPECTED = "a run file of `biotp simulate` (kind 'simulate') or `biotp run` (kind 'protocol')"
 MADE_BY = {"train": "biotp train", "continuous": "biotp simulate --epochs", "compare": "biotp compare"}
 REQUIRED = ("kind", "created", "circuit_yaml", "command", "biotp_version")
 
-MEANING = {"h": "activity", "t": "target", "u": "decoder input",
+MEANING = {"h": "activity", "t": "target (the activity h until the target onset)", "u": "decoder input",
            "r": "residual: the norm ‖dy/dt‖ over the population of its moving variable's rate (h in the forward "
                 "phase, the target after)"}
 
@@ -140,7 +140,7 @@ def _simulate_point(path: Path, f: h5py.File, attrs: dict) -> list[Point]:
     circuit = Run(path, attrs, {}).circuit
     if circuit.dynamics is None:
         circuit = circuit.with_updates("dynamics={}")
-    n = int(_dataset(path, f, "summary/examples")[()])
+    n = int(dataset(path, f, "summary/examples")[()])
     P = circuit.dynamics.forward_phase + circuit.dynamics.target_phase
     return [Point(0, "", circuit.name, {}, f, circuit, None, n, 1, P, np.arange(n))]
 
@@ -174,15 +174,16 @@ def _protocol_points(path: Path, f: h5py.File, attrs: dict) -> list[Point]:
         pt = resolved[key]
         p, spec = pt.protocol, pt.circuit.dynamics
         recorded = np.array(sorted(_recorded_trials(p) & set(range(p.trials))), dtype=int)
-        out.append(Point(len(out), key, pt.label, pt.params, f["points"][key], pt.circuit, p, p.trials,
+        out.append(Point(pt.index, key, pt.label, pt.params, f["points"][key], pt.circuit, p, p.trials,
                          p.stimuli.batch, trial_time(spec, p.stimuli), recorded))
     return out
 
 
-def _dataset(path: Path, f: h5py.Group, key: str) -> h5py.Dataset:
+def dataset(path: Path, f: h5py.Group, key: str) -> h5py.Dataset:
+    """The dataset `key` of group `f`; RunFileError naming it if the file lacks it."""
     item = f.get(key)
     if not isinstance(item, h5py.Dataset):
-        raise RunFileError(f"{path}: dataset /{key.lstrip('/')} is missing; expected {EXPECTED}")
+        raise RunFileError(f"{path}: dataset {f.name.rstrip('/')}/{key} is missing; expected {EXPECTED}")
     return item
 
 
@@ -197,11 +198,9 @@ def traces(source: Source, pt: Point) -> list[Trace]:
     for pop in group:
         for var in group[pop]:
             ds = group[pop][var]
-            name = f"{ds.name}"
-            times = _times(source.path, ds, pt)
+            _check_columns(source.path, ds, pt)
             unit = _unit(pt, pop, var, attributes(ds).get("unit", ""))
-            out.append(Trace(pop, var, ds, times, unit, describe(pt, pop, var)))
-            _check_columns(source.path, ds, pt, name)
+            out.append(Trace(pop, var, ds, _times(source.path, ds, pt), unit, describe(pt, pop, var)))
     return out
 
 
@@ -219,7 +218,7 @@ def residuals(source: Source, pt: Point) -> list[Trace]:
         if len(times) != ds.shape[0]:
             raise RunFileError(f"{source.path}: {ds.name} has {ds.shape[0]} samples but its attribute 'times' "
                                f"{len(times)}; expected one time per sample")
-        _check_columns(source.path, ds, pt, ds.name)
+        _check_columns(source.path, ds, pt)
         description = (f"Settling residual of the {phase} phase: ‖dy_l/dt‖ (norm over the layer of the rate of "
                        f"its moving variable), one column per layer ({layers}).")
         out.append(Trace("residual", phase, ds, times, si_unit(attrs.get("unit", "1/s")), description,
@@ -241,10 +240,10 @@ def _times(path: Path, ds: h5py.Dataset, pt: Point) -> np.ndarray:
     return times
 
 
-def _check_columns(path: Path, ds: h5py.Dataset, pt: Point, name: str) -> None:
+def _check_columns(path: Path, ds: h5py.Dataset, pt: Point) -> None:
     expected = len(pt.recorded) * pt.batch
     if ds.ndim != 3 or ds.shape[1] != expected:
-        raise RunFileError(f"{path}: {name} has shape {list(ds.shape)}; expected [time, {expected} examples "
+        raise RunFileError(f"{path}: {ds.name} has shape {list(ds.shape)}; expected [time, {expected} examples "
                            f"({len(pt.recorded)} recorded trials x {pt.batch}), neuron]")
 
 
@@ -343,4 +342,4 @@ def beta_in_force(pt: Point, active) -> float:
     return next((iv.value for _, iv in reversed(active) if iv.kind == "beta"), pt.circuit.dynamics.target.beta)
 
 
-__all__ = ["BiotpError", "EXPECTED", "Point", "Source", "Trace", "read_source", "traces", "residuals"]
+__all__ = ["EXPECTED", "Point", "Source", "Trace", "dataset", "read_source", "residuals", "traces"]
