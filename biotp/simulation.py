@@ -216,7 +216,7 @@ def simulate(
     run = SimulationRun(circuit, backend, times, traces, settling, summary, weights)
     if out is not None:
         tree = {
-            "traces": {pop: {var: Leaf(arr, {"times": times, "time_unit": "s", "unit": "1",
+            "traces": {pop: {var: Leaf(arr, {"times": times, "time_unit": "s", "unit": model.unit(pop, var),
                                              "dims": "time, example, neuron"}) for var, arr in vs.items()}
                        for pop, vs in traces.items()},
             "settling": settling,

@@ -177,3 +177,16 @@ def test_simulate_refuses_counts_below_one(capsys, args, expected):
         main(["simulate", str(MLP), *args])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and expected in err and "expected a whole number ≥ 1" in err and "Traceback" not in err
+
+
+def test_simulate_records_each_trace_with_its_unit(tmp_path):
+    import h5py
+
+    from biotp.simulation import simulate
+
+    c = load_circuit(MLP, ["dynamics.record={layer1: [h, t, r]}", "dynamics.forward_phase=1 ms",
+                           "dynamics.target_phase=1 ms"])
+    simulate(c, examples=2, out=tmp_path / "run.h5", progress=False)
+    with h5py.File(tmp_path / "run.h5") as f:
+        units = {var: f[f"traces/layer1/{var}"].attrs["unit"] for var in ("h", "t", "r")}
+    assert units == {"h": "1", "t": "1", "r": "1/s"}

@@ -149,6 +149,19 @@ class Model:
         return name
 
 
+    def unit(self, population: str, var: str) -> str:
+        """The SI unit of a recorded variable as its equations declare it ('1' dimensionless,
+        '1/s' a rate, else brian2's symbol); `r`, the residual ‖dy/dt‖, is a rate."""
+        from brian2 import Equations, get_unit, second
+
+        if var == "r":
+            return "1/s"
+        dim = Equations(self.population(population).equations)[self.variable(population, var)].dim
+        if dim.is_dimensionless:
+            return "1"
+        return "1/s" if dim == (1 / second).dim else str(get_unit(dim))
+
+
 # ------------------------------------------------------------------------- building
 
 
