@@ -86,8 +86,9 @@ def test_train_file(files):
         fig = angles(f)
         assert [ax.get_title() for ax in fig.axes] == ["layer 1", "layer 2", "layer 3"]
         for l, ax in enumerate(fig.axes, start=1):
-            (line,) = _lines(ax).values()
-            np.testing.assert_allclose(line.get_ydata(), m[f"angle_layer{l}"])
+            lines = _lines(ax)
+            assert "90°: orthogonal to BP" in lines  # the reference line says what it is
+            np.testing.assert_allclose(lines[f"angle_layer{l}"].get_ydata(), m[f"angle_layer{l}"])
 
 
 def test_jml_on_a_log_scale(tmp_path):
@@ -122,7 +123,9 @@ def test_simulate_file(files):
         image = heat.get_images()[0].get_array()
         np.testing.assert_allclose(image, data[:, 1, :].T)  # neuron x time of example 1
         shown = _lines(lines)
-        assert set(shown) == {"neuron 0", "neuron 21", "neuron 42", "neuron 63"}
+        assert set(shown) == {"neuron 0", "neuron 21", "neuron 42", "neuron 63", "forward → target phase"}
+        switch = shown.pop("forward → target phase")  # where the target phase starts, in ms
+        assert set(switch.get_xdata()) == {1e3 * biotp.load_circuit("circuits/mlp.yaml").dynamics.forward_phase}
         np.testing.assert_allclose(shown["neuron 21"].get_ydata(), data[:, 1, 21])
         np.testing.assert_allclose(shown["neuron 21"].get_xdata(), 1e3 * f["traces/layer1/h"].attrs["times"])
         fig = settling(f)
@@ -134,8 +137,8 @@ def test_simulate_file(files):
 def test_compare_file_overlays_rules(files):
     path = files / "cmp.h5"
     written = plot(path, out=files / "figs")
-    assert sorted(p.name for p in written) == ["cmp-angles.png", "cmp-curves.png"] + \
-        ["cmp-filters-bp.png", "cmp-filters-dtp.png"] * HAS_FILTERS
+    assert sorted(p.name for p in written) == ["cmp-angles.png", "cmp-cost.png", "cmp-curves.png"] + \
+        ["cmp-filters-bp.png", "cmp-filters-dtp.png"] * HAS_FILTERS + ["cmp-vs_bp.png"]
     with h5py.File(path) as f:
         figs = dict(figures(path))
         errors = _lines(figs["curves"].axes[1])
@@ -145,7 +148,7 @@ def test_compare_file_overlays_rules(files):
         assert errors["bp test_error"].get_color() != errors["dtp test_error"].get_color()
         for l, ax in enumerate(figs["angles"].axes, start=1):
             lines = _lines(ax)
-            assert set(lines) == {"bp", "dtp"}
+            assert set(lines) == {"bp", "dtp", "90°: orthogonal to BP"}
             np.testing.assert_allclose(lines["dtp"].get_ydata(), f[f"runs/dtp/metrics/angle_layer{l}"][()])
 
 
@@ -160,7 +163,9 @@ def test_protocol_file(tmp_path):
     assert {"beta=0.1 test_error", "beta=0.5 test_error", "beta=0.5 reference_test_error"} <= set(errors)
     np.testing.assert_allclose(errors["beta=0.5 test_error"].get_xdata(), [0, 10, 20, 30])
     angle_axes = figs["angles"].axes
-    assert [ax.get_ylabel() for ax in angle_axes] == ["angle to BP (°)"] * 2 + ["distance"] * 2
+    # with a discrete reference, the angle is to the reference's update
+    assert [ax.get_ylabel() for ax in angle_axes] == ["angle to the discrete update (°)"] * 2 + \
+        ["relative distance ‖ΔW − ΔW_ref‖/‖ΔW_ref‖"] * 2
     (ax,) = figs["residual"].axes
     assert ax.get_yscale() == "log" and ax.get_title() == "target phase"
     lines = _lines(ax)
@@ -179,7 +184,7 @@ def test_asked_for_kinds_only(files, tmp_path):
     assert [p.name for p in written] == ["train-angles.png"]
     with pytest.raises(BiotpError, match=r"sim.h5: --what angles: the file \(kind 'simulate'\) has nothing"):
         plot(files / "sim.h5", what="angles", out=tmp_path)
-    with pytest.raises(BiotpError, match="--what wiggles: unknown figure kind; expected some of curves"):
+    with pytest.raises(BiotpError, match="--what wiggles: unknown figure kind; expected some of summary, curves"):
         plot(files / "train.h5", what="wiggles", out=tmp_path)
     with pytest.raises(BiotpError, match="--format gif"):
         plot(files / "train.h5", fmt="gif")
@@ -197,18 +202,18 @@ def test_nothing_to_plot(tmp_path):
 
 
 def test_filters_use_the_first_layer_of_the_checkpoint(files, tmp_path, monkeypatch):
-    """`--what filters` hands filter_grid the checkpoint's first-layer weights and the image shape."""
+    """`--what filters` hands filter_figure the checkpoint's first-layer weights and the image shape."""
     from matplotlib.figure import Figure
 
     calls = []
 
-    def filter_grid(weights, image_shape, n=None, ax=None):
+    def filter_figure(weights, image_shape, title="", n=None):
         calls.append((np.asarray(weights), tuple(image_shape)))
         fig = Figure()
         fig.subplots().imshow(np.asarray(weights)[0].reshape(image_shape[-2:]))
         return fig
 
-    monkeypatch.setitem(sys.modules, "biotp.plots.filters", types.SimpleNamespace(filter_grid=filter_grid))
+    monkeypatch.setitem(sys.modules, "biotp.plots.filters", types.SimpleNamespace(filter_figure=filter_figure))
     written = plot(files / "train.h5", what="filters", out=tmp_path)
     assert [p.name for p in written] == ["train-filters.png"] and _png(written[0])
     (weights, shape), = calls

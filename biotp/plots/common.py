@@ -72,19 +72,91 @@ def column_style(column: str) -> str:
     return LINESTYLES.get(column.split("_")[0], "-")
 
 
-def legend(ax) -> None:
+OUTSIDE = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+
+
+def legend(ax, **kwargs) -> None:
+    """The axes' legend, right of the panel so that it never covers the data."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
+        ax.legend(**{**OUTSIDE, **kwargs})
 
 
 def key_legend(ax, sources: list[str], columns: list[str]) -> None:
     """A compact legend for lines coloured by source and styled by column: one entry per
-    source and one per column, instead of one per line."""
+    source, and one per column when there are several columns to tell apart."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=color(i), label=name) for i, name in enumerate(sources)]
-    handles += [Line2D([], [], color="0.3", ls=column_style(c), label=c) for c in columns]
-    ax.legend(handles=handles, fontsize="small", ncols=2 if len(handles) > 6 else 1)
+    if len(columns) > 1:
+        handles += [Line2D([], [], color="0.3", ls=column_style(c), label=c) for c in columns]
+    ax.legend(handles=handles, **OUTSIDE, ncols=2 if len(handles) > 12 else 1)
+
+
+def note(ax, text: str, y: float = 0.5) -> None:
+    """A sentence inside the panel saying why it looks as it does (e.g. zero by construction)."""
+    import textwrap
+
+    ax.text(0.5, y, textwrap.fill(text, 34), transform=ax.transAxes, ha="center", va="center", fontsize="small",
+            color="0.25", bbox=dict(boxstyle="round", facecolor="white", edgecolor="0.8", alpha=0.9), gid="note")
+
+
+def notes(ax) -> list[str]:
+    """The notes `note` put in the panel (for tests and callers that check them)."""
+    return [" ".join(t.get_text().split()) for t in ax.texts if t.get_gid() == "note"]
+
+
+def informative(values) -> bool:
+    """At least two finite values that are not all equal: a series worth a line."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return len(v) >= 2 and bool(np.ptp(v) > 0)
+
+
+def add_context(fig, context: str) -> None:
+    """Put `context` (circuit, dataset, rules, seeds) under the figure's own title, and give
+    epoch and trial axes whole-number ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    own = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    fig.suptitle("\n".join(t for t in (own, context) if t), fontsize="medium")
+    for ax in fig.axes:
+        if ax.get_xlabel() in ("epoch", "trial"):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def loss_label(group: h5py.Group, column: str = "loss") -> str:
+    """`column` with its unit: nats for cross-entropy, else the loss's own."""
+    import yaml
+
+    try:
+        loss = (yaml.safe_load(decode(group.file.attrs.get("circuit_yaml", ""))) or {}).get("loss")
+    except yaml.YAMLError:
+        loss = None
+    unit = {"cross_entropy": "nats", "mse": "squared error"}.get(loss if isinstance(loss, str) else "", "a.u.")
+    return f"{column} ({unit})"
+
+
+def forward_phase(ds: h5py.Dataset) -> float | None:
+    """When (s into a presentation) the target phase starts: the dataset's `forward_phase`
+    attribute (protocol files), else the file's circuit (simulate files); None if unknown."""
+    if "forward_phase" in ds.attrs:
+        return float(ds.attrs["forward_phase"])
+    circuit = circuit_of(ds.file)
+    return circuit.dynamics.forward_phase if circuit is not None and circuit.dynamics is not None else None
+
+
+def circuit_of(f: h5py.File):
+    """The file's resolved circuit (root attribute circuit_yaml), or None."""
+    import yaml
+
+    from ..circuit import parse_circuit
+    from ..errors import BiotpError
+
+    text = decode(f.attrs.get("circuit_yaml", ""))
+    try:
+        return parse_circuit(yaml.safe_load(text), f"{f.filename}:/circuit_yaml") if text else None
+    except (BiotpError, yaml.YAMLError):
+        return None
 
 
 def decode(value) -> str:

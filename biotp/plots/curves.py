@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BiotpError
-from .common import as_sources, color, column_style, key_legend, layer_columns, legend, metrics, panels
+from .common import (as_sources, color, column_style, has_metrics, key_legend, layer_columns, legend,
+                     loss_label, metrics, note, panels)
+from .phases import layout, window_steps
+from .phases import mark as mark_phases
 
 JML = {"ijml": "IJML", "pjml": "PJML", "tjml": "TJML"}  # seed 003 definitions 1-3
 
@@ -26,9 +29,11 @@ def learning_curves(groups, label: str = ""):
     """Losses (columns *_loss), error rates in % (*_error) and reconstruction errors (*_mse,
     auto-encoders) against epoch or trial.
     One source: a colour per column; several: a colour per source, train dashed and test
-    solid (as in seed 004 Figs. 2, 4)."""
+    solid (as in seed 004 Figs. 2, 4).  A protocol's phases are marked (`phases.mark`)."""
     sources = as_sources(groups, label)
-    kinds = [("loss", lambda c: c.endswith("_loss"), 1.0), ("error %", lambda c: c.endswith("_error"), 100.0),
+    first = next(iter(sources.values()))
+    kinds = [(loss_label(first), lambda c: c.endswith("_loss"), 1.0),
+             ("error (%)", lambda c: c.endswith("_error"), 100.0),
              ("reconstruction MSE", lambda c: c.endswith("_mse"), 1.0)]
     present = [k for k in kinds if any(k[1](c) and np.isfinite(v).any()
                                        for g in sources.values() for c, v in metrics(g)[2].items())]
@@ -45,42 +50,92 @@ def learning_curves(groups, label: str = ""):
                         label=_label(name, col, many))
                 columns += [col] * (col not in columns)
             ax.set_xlabel(x_name)
-        _phase_boundaries(ax, sources)
+        mark_phases(ax, layout(first))
         ax.set_ylabel(ylabel)
         key_legend(ax, list(sources), columns) if many else legend(ax)
     return fig
 
 
-def _phase_boundaries(ax, sources) -> None:
-    """Grey vertical lines where a protocol's `phase` column changes (baseline -> lesion ...)."""
-    x_name, x, cols = metrics(next(iter(sources.values())))
-    if "phase" in cols and len(x) > 1:
-        for k in np.flatnonzero(np.diff(cols["phase"]) != 0):
-            ax.axvline((x[k] + x[k + 1]) / 2, color="0.6", lw=0.8, ls="--")
+ANGLE_LABELS = {"angle": "angle to BP's update (°)", "distance": "relative distance ‖ΔW − ΔW_ref‖/‖ΔW_ref‖"}
+REFERENCE_ANGLE = "angle to the discrete update (°)"  # a continuous run against its reference rule
+OUTPUT_NOTE = "output layer: every rule uses the loss gradient here, so 0°"
 
 
 def angles(groups, label: str = ""):
     """Per-layer updates: the angle (degrees) between each rule's weight update and BP's, a
     panel per layer (seed 002 Theorem 1, seed 004 Fig. 3); further panels for the columns
-    distance_layer<l> (a protocol comparing settled and discrete updates) and dW_layer<l>
-    (‖ΔW_l‖ between rows: zero where plasticity is blocked) when present."""
+    distance_layer<l> (settled against discrete updates).  In a continuous run with a
+    discrete reference the angle is to the reference's update.  BP (0° to itself) is a wide
+    pale line under the others, so a rule that matches it stays visible; a panel where every
+    rule is at 0° says why."""
     sources = as_sources(groups, label)
+    reference = any(has_metrics(g, "^reference_test_error$") for g in sources.values())
     rows = []
-    for prefix, ylabel in (("angle", "angle to BP (°)"), ("distance", "distance"), ("dW", "‖ΔW‖")):
+    for prefix in ("angle", "distance"):
         layers = sorted({l for g in sources.values() for l, _ in layer_columns(metrics(g)[2], prefix)})
-        rows += [(prefix, ylabel, l) for l in layers]
+        rows += [(prefix, l) for l in layers]
     if not rows:
-        raise BiotpError("angles: no angle_layer<l>, distance_layer<l> or dW_layer<l> columns in metrics/")
+        raise BiotpError("angles: no angle_layer<l> or distance_layer<l> columns in metrics/")
     fig, axes = panels(len(rows), ncols=4)
-    for ax, (prefix, ylabel, l) in zip(axes, rows):
+    top = max(l for _, l in rows)
+    for ax, (prefix, l) in zip(axes, rows):
+        column = f"{prefix}_layer{l}"
+        plot_rules(ax, sources, column)
+        ylabel = REFERENCE_ANGLE if reference and prefix == "angle" else ANGLE_LABELS[prefix]
+        ax.set(title=f"layer {l}", xlabel=metrics(next(iter(sources.values())))[0], ylabel=ylabel)
+        if prefix == "angle" and not reference:
+            angle_guides(ax, sources, column, l == top)
+        legend(ax)
+    return fig
+
+
+def plot_rules(ax, sources, column: str, scale: float = 1.0) -> None:
+    """A line per source with a marker of its own; BP wide and pale underneath."""
+    for i, (name, group) in enumerate(sources.items()):
+        x_name, x, cols = metrics(group)
+        if column not in cols:
+            continue
+        if name == "bp":
+            ax.plot(x, scale * cols[column], color="0.55", lw=5, alpha=0.45, zorder=1, label=name)
+        else:
+            ax.plot(x, scale * cols[column], color=color(i), marker=MARKERS[i % len(MARKERS)], ms=4, zorder=2,
+                    label=name or column)
+
+
+MARKERS = "osD^v<>p*h"
+
+
+def angle_guides(ax, sources, column: str, output_layer: bool) -> None:
+    """The 90° line (orthogonal to BP: no descent direction left), labelled, and a note
+    where every rule's angle is 0°."""
+    ax.axhline(90, color="0.6", lw=0.8, ls=":", label="90°: orthogonal to BP")
+    values = np.concatenate([metrics(g)[2][column] for g in sources.values() if column in metrics(g)[2]])
+    values = values[np.isfinite(values)]
+    if len(values) and np.all(np.abs(values) < 1e-6):
+        note(ax, OUTPUT_NOTE if output_layer else "every rule's update is BP's here (0°)")
+
+
+def updates(groups, label: str = ""):
+    """‖ΔW_l‖, how much layer l's forward weights moved between evaluations (dW_layer<l>), a
+    panel per layer, as steps over each evaluation window; the protocol's phases marked and
+    intervention windows shaded, so a block or a lesion shows where it acts."""
+    sources = as_sources(groups, label)
+    layers = sorted({l for g in sources.values() for l, _ in layer_columns(metrics(g)[2], "dW")})
+    if not layers:
+        raise BiotpError("updates: no dW_layer<l> columns in metrics/")
+    fig, axes = panels(len(layers), ncols=3)
+    first = next(iter(sources.values()))
+    for ax, l in zip(axes, layers):
         for i, (name, group) in enumerate(sources.items()):
             x_name, x, cols = metrics(group)
-            column = f"{prefix}_layer{l}"
-            if column in cols:
-                ax.plot(x, cols[column], color=color(i), label=name or column)
-        ax.set(title=f"layer {l}", xlabel=x_name, ylabel=ylabel)
-        if prefix == "angle":
-            ax.axhline(90, color="0.7", lw=0.8)  # orthogonal to BP: no descent direction left
+            if f"dW_layer{l}" in cols:
+                ax.plot(*window_steps(x, cols[f"dW_layer{l}"]), drawstyle="steps-pre", color=color(i),
+                        label=name or f"layer {l}")
+        mark_phases(ax, layout(first))
+        ax.set(title=f"layer {l}", xlabel=metrics(first)[0], ylabel=f"‖ΔW_{l}‖ since the previous evaluation")
+        moved = [np.asarray(metrics(g)[2].get(f"dW_layer{l}", [])[1:]) for g in sources.values()]
+        if not any(np.nan_to_num(v).any() for v in moved):
+            note(ax, "‖ΔW‖ = 0 throughout: this layer's weights never moved (plasticity off or blocked)")
         legend(ax)
     return fig
 

@@ -77,6 +77,35 @@ def filter_grid(weights: np.ndarray, image_shape: tuple, n: int | None = None, a
     return ax.figure
 
 
+def chosen_units(count: int, n: int | None, seed: int = 0) -> np.ndarray:
+    """Indices of the units to draw: all of them when there are at most `n`, else `n` chosen
+    at random (seeded), in order -- as seed 002 Figure 3.4 shows 100 random hidden units."""
+    if n is None or count <= n:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, n, replace=False))
+
+
+def filter_figure(weights: np.ndarray, image_shape: tuple, title: str = "", n: int | None = 100, seed: int = 0,
+                  width: float = 5.5) -> Figure:
+    """A self-explaining picture of a layer's filters: the mosaic of `n` units (random,
+    seeded, when the layer has more), at least `width` inches wide, with a title saying
+    "k of m units" under `title`, and a colour bar for the per-filter scaling."""
+    w = np.asarray(weights)
+    units = chosen_units(len(w), n, seed)
+    mosaic = filter_mosaic(w[units], image_shape)
+    height_px, width_px = mosaic.shape[:2]
+    fig = Figure(figsize=(width + 1.4, width * height_px / width_px + 0.9), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_axis_off()
+    shown = f"{len(units)} of {len(w)} units" + (f" (random, seed {seed})" if len(units) < len(w) else "")
+    ax.set_title("\n".join(t for t in (title, shown) if t), fontsize="medium")
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, ticks=[0.0, 1.0])
+    bar.ax.set_yticklabels(["min", "max"])
+    bar.set_label("weight, each filter scaled to its own range")
+    return fig
+
+
 def layer_filters(run, layer: int = 1, image_shape: tuple | None = None) -> tuple[np.ndarray, tuple]:
     """(weights [units, inputs...], image shape) of `layer` (1-based) from a run's checkpoint.
     Layer 1 reads an image of the dataset's shape; a convolution's filters are [in, k, k]."""
@@ -106,8 +135,7 @@ def save_filters(run_path: str | Path, out_png: str | Path, layer: int = 1, n: i
     from ..runs import open_run
 
     w, shape = layer_filters(open_run(run_path), layer, image_shape)
-    if n is not None and len(w) > n:
-        w = w[np.sort(np.random.default_rng(seed).choice(len(w), n, replace=False))]
+    w = w[chosen_units(len(w), n, seed)]
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     filter_grid(w, shape).savefig(out)

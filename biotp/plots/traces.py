@@ -8,7 +8,9 @@ import h5py
 import numpy as np
 
 from ..errors import BiotpError
-from .common import color, panels
+from matplotlib.transforms import blended_transform_factory
+
+from .common import color, forward_phase, legend, panels
 
 
 def trace_items(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
@@ -41,10 +43,26 @@ def traces(group: h5py.Group, example: int = 0, neurons: int = 5):
         t_label = "time (ms)" if times is not None and len(times) == len(trial) else "sample"
         image = heat.imshow(trial.T, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
                             extent=(t[0], t[-1], -0.5, trial.shape[1] - 0.5))
-        fig.colorbar(image, ax=heat)
+        variable = VARIABLES.get(name.split(".")[-1], name.split(".")[-1])
+        fig.colorbar(image, ax=heat, label=variable)
         heat.set(title=f"{name}, example {example}", xlabel=t_label, ylabel="neuron")
         for k, n in enumerate(np.unique(np.linspace(0, trial.shape[1] - 1, min(neurons, trial.shape[1])).astype(int))):
             lines.plot(t, trial[:, n], color=color(k), label=f"neuron {n}")
-        lines.set(title=f"{name}, example {example}", xlabel=t_label, ylabel=name.split(".")[-1])
-        lines.legend(fontsize="small")
+        lines.set(title=f"{name}, example {example}", xlabel=t_label, ylabel=variable)
+        switch = forward_phase(ds)
+        if switch is not None and t_label == "time (ms)":
+            for ax in (heat, lines):
+                mark_switch(ax, 1e3 * switch, color="w" if ax is heat else "0.3")
+        legend(lines)
     return fig
+
+
+VARIABLES = {"h": "h, activity (rate, a.u.)", "t": "t, target (rate, a.u.)", "r": "‖dy/dt‖ (1/s)"}
+SWITCH = "forward → target phase"  # label and gid of the switch marker
+
+
+def mark_switch(ax, at_ms: float, color: str = "0.3") -> None:
+    """A dotted line where the forward phase ends and the target phase begins, labelled."""
+    ax.axvline(at_ms, color=color, lw=1.0, ls=":", gid=SWITCH, label=SWITCH)
+    ax.text(at_ms, 0.02, " target phase →", transform=blended_transform_factory(ax.transData, ax.transAxes),
+            ha="left", va="bottom", fontsize="x-small", color=color)

@@ -13,6 +13,8 @@ A protocol names a circuit (with overrides) and sets out what the experimenter d
   reference      `discrete`: run the discrete rule the settled dynamics compute beside the
                  continuous one, from the same weights, on the same examples
   sweep          a grid or list of parameter values; each point is one group of the file
+  figure         the summary figure `biotp plot` draws (sweep, phases, settling, reference,
+                 rules); inferred from the rest when absent
   engine         torch or brian2 (the continuous model), or discrete (the fast path)
 
 Trial k occupies protocol time [k T, (k+1) T), T = forward + target phase + inter-trial.
@@ -29,10 +31,10 @@ Trial k occupies protocol time [k T, (k+1) T), T = forward + target phase + inte
 from .cli import add_run_parser, cmd_run
 from .results import ProtocolRun
 from .runner import ContinuousRun, run_protocol
-from .schema import (ENGINES, KINDS, Beta, BlockPlasticity, Clamp, EvaluateSpec, Intervention, Lesion, Noise,
-                     PhaseSpec, Protocol, RecordSpec, Silence, StimulusSpec, SweepSpec, load_protocol, parse_protocol)
+from .schema import (ENGINES, FIGURES, KINDS, Beta, BlockPlasticity, Clamp, EvaluateSpec, FigureSpec, Intervention,
+                     Lesion, Noise, PhaseSpec, Protocol, RecordSpec, Silence, StimulusSpec, SweepSpec, load_protocol, parse_protocol)
 from .sweep import Point, points
 
-__all__ = ["ENGINES", "KINDS", "Beta", "BlockPlasticity", "Clamp", "ContinuousRun", "EvaluateSpec", "Intervention",
-           "Lesion", "Noise", "PhaseSpec", "Point", "Protocol", "ProtocolRun", "RecordSpec", "Silence", "StimulusSpec",
+__all__ = ["ENGINES", "FIGURES", "FigureSpec", "KINDS", "Beta", "BlockPlasticity", "Clamp", "ContinuousRun",
+           "EvaluateSpec", "Intervention", "Lesion", "Noise", "PhaseSpec", "Point", "Protocol", "ProtocolRun", "RecordSpec", "Silence", "StimulusSpec",
            "SweepSpec", "add_run_parser", "cmd_run", "load_protocol", "parse_protocol", "points", "run_protocol"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..errors import BiotpError
 from ..runs import ATTRS, Leaf, open_run, run_attrs
@@ -68,10 +69,18 @@ def finished_points(out: str | Path | None, attrs: dict) -> dict:
     if out is None or not Path(out).exists():
         return {}
     previous = open_run(out)
-    if previous.attrs.get("protocol_yaml") != attrs["protocol_yaml"]:
+    if _results_part(previous.attrs.get("protocol_yaml")) != _results_part(attrs["protocol_yaml"]):
         raise BiotpError(f"{out}: exists and holds another protocol (or other settings); "
                          "choose another --out or remove the file")
     return previous.groups.get("points", {})
+
+
+def _results_part(protocol_yaml: str | None):
+    """The protocol as far as it decides the results: its summary figure aside."""
+    data = yaml.safe_load(protocol_yaml) if protocol_yaml else None
+    if isinstance(data, dict):
+        data.pop("figure", None)
+    return data
 
 
 def point_group(pt: Point, tree: dict) -> dict:
@@ -89,11 +98,11 @@ def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorde
     times = np.arange(0, n_f + spec.steps(spec.target_phase) + 1, spec.record_every) * spec.dt
     trials = np.array(sorted(recorded & set(range(protocol.trials))))
     tree: dict = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}}
-    tr, residual = _traces(protocol, traces, times, trials)
+    tr, residual = _traces(protocol, traces, times, trials, spec.forward_phase)
     if tr:
         tree["traces"] = tr
     if residual:
-        tree["residual"] = _residual(residual, times, n_f // spec.record_every)
+        tree["residual"] = _residual(residual, times, n_f // spec.record_every, spec.forward_phase)
     tree["weights"] = {f"W{l}": W.detach().cpu().numpy() for l, W in enumerate(weights, start=1)}
     m = tree["metrics"]
     tree["summary"] = {"wall_time": np.asarray(wall), "trials": np.asarray(protocol.trials),
@@ -101,8 +110,9 @@ def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorde
     return tree
 
 
-def _traces(protocol: Protocol, traces: dict, times, trials) -> tuple[dict, dict]:
-    """The recorded traces {pop: {var: Leaf}}, and the residual ‖dy_l/dt‖ per layer l."""
+def _traces(protocol: Protocol, traces: dict, times, trials, forward_phase: float) -> tuple[dict, dict]:
+    """The recorded traces {pop: {var: Leaf}}, and the residual ‖dy_l/dt‖ per layer l; `forward_phase`
+    (s, where the target phase starts) goes with them, for the figures' phase switch."""
     tr: dict = {}
     residual = {}
     for (pop, var), parts in traces.items():
@@ -112,15 +122,17 @@ def _traces(protocol: Protocol, traces: dict, times, trials) -> tuple[dict, dict
             if pop not in protocol.record.populations or var not in protocol.record.populations[pop]:
                 continue
         tr.setdefault(pop, {})[var] = Leaf(arr, {"times": times, "trials": trials, "time_unit": "s", "unit": "1",
-                                                 "dims": "time, example, neuron"})
+                                                 "dims": "time, example, neuron",
+                                                 "forward_phase": forward_phase})
     return tr, residual
 
 
-def _residual(residual: dict, times, split: int) -> dict:
+def _residual(residual: dict, times, split: int, forward_phase: float) -> dict:
     """The residuals [time, example, layer], split into the forward and the target phase."""
     stack = np.stack([residual[l] for l in sorted(residual)], axis=-1)  # [time, example, layer]
     layers = np.array(sorted(residual))
     return {
         "forward": Leaf(stack[:split], {"times": times[:split], "layers": layers, "unit": "1/s"}),
-        "target": Leaf(stack[split:], {"times": times[split:] - times[split], "layers": layers, "unit": "1/s"}),
+        "target": Leaf(stack[split:], {"times": times[split:] - times[split], "layers": layers, "unit": "1/s",
+                                       "forward_phase": forward_phase}),
     }

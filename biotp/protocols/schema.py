@@ -3,6 +3,7 @@ recordings, evaluation and sweeps (see the `biotp.protocols` docstring)."""
 
 from __future__ import annotations
 
+import json
 from itertools import product
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -144,6 +145,33 @@ class SweepSpec(Spec):
         return [dict(zip(keys, values)) for values in product(*(self.grid[k] for k in keys))]
 
 
+FIGURES = ("sweep", "phases", "settling", "reference", "rules")
+METRIC = r"^(train|val|test|reference_test)_(error|loss)$"  # the evaluated columns a sweep figure can show
+
+
+class FigureSpec(Spec):
+    """The protocol's summary figure, the one it exists for (`biotp plot RUN.h5` writes it as
+    <stem>-summary.png):
+
+      sweep      the final value of `metric` against the swept value `x`, mean and ±1 s.d.
+                 over seeds (a `seed` sweep key) or repeated points as error bars
+      phases     test error, loss and ‖ΔW_l‖ against trial; phase boundaries labelled,
+                 the windows where interventions act shaded
+      settling   recorded traces with the forward→target switch marked; the residual
+                 ‖dy_l/dt‖ on a log scale
+      reference  the continuous model's and the discrete reference's test error, and the
+                 angle between their updates per layer
+      rules      every rule against BP: test error, and the angle to BP's update per layer
+
+    Without a `figure` key the kind is inferred (see `Protocol.summary_figure`)."""
+
+    kind: Literal[FIGURES]  # type: ignore[valid-type]
+    x: str | None = Field(None, description="sweep: the swept key on the x axis (default: the one that varies)")
+    xlabel: str | None = Field(None, description="sweep: the x axis' name (default: the key); units are added")
+    xscale: Literal["linear", "log"] = "linear"
+    metric: str = Field("test_error", pattern=METRIC, description="sweep: the evaluated column, its last row per point")
+
+
 class Protocol(Spec):
     """An experiment on a circuit (see the `biotp.protocols` docstring)."""
 
@@ -164,6 +192,7 @@ class Protocol(Spec):
     epochs: PositiveInt | None = Field(None, description="engine discrete: epochs (default: the circuit's)")
     track_angles: bool = Field(False, description="engine discrete: angle to BP per layer each epoch")
     sweep: SweepSpec | None = None
+    figure: FigureSpec | None = Field(None, description="the summary figure (inferred when absent)")
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -186,7 +215,67 @@ class Protocol(Spec):
                                  "need the torch or brian2 engine")
         if self.reference == "discrete" and (self.engine == "discrete" or self.interventions):
             raise ValueError("reference: discrete needs a continuous engine (torch or brian2) and no interventions")
+        if self.figure is not None:
+            self._check_figure(self.figure)
         return self
+
+    def _check_figure(self, fig: FigureSpec) -> None:
+        """The figure asks only for what the protocol produces."""
+        needs = {"sweep": (self.sweep is not None, "a `sweep`"),
+                 "phases": (bool(self.phases), "`phases`"),
+                 "settling": (self.engine != "discrete" and (self.record.residual or bool(self.record.populations)),
+                              "recorded traces or `record.residual: true` on a continuous engine"),
+                 "reference": (self.reference == "discrete", "`reference: discrete`"),
+                 "rules": ("circuit.algorithm.name" in self.swept_keys(), "a sweep over `circuit.algorithm.name`")}
+        ok, what = needs[fig.kind]
+        if not ok:
+            raise ValueError(f"figure.kind: {fig.kind} needs {what} in the protocol")
+        if fig.kind == "sweep":
+            keys = self.swept_keys()
+            if fig.x is not None and fig.x not in keys:
+                raise ValueError(f"figure.x: {fig.x!r} is not a sweep key; expected one of {', '.join(keys) or 'none'}")
+            if fig.x is None and len(self.varying_keys()) != 1:
+                raise ValueError(f"figure.x: give the swept key to plot against; the sweep varies "
+                                 f"{', '.join(self.varying_keys()) or 'nothing'} (keys that move together count once)")
+
+    def swept_keys(self) -> list[str]:
+        """Every key the sweep sets, in order."""
+        if self.sweep is None:
+            return []
+        return list(dict.fromkeys(k for point in self.sweep.expand() for k in point))
+
+    def varying_keys(self) -> list[str]:
+        """The swept keys that change between points, seeds aside, keeping one of each group of
+        keys that always hold equal values (noise_robustness sets both layers' sigma alike)."""
+        expanded = self.sweep.expand() if self.sweep is not None else []
+        columns: dict[str, list] = {}
+        for key in self.swept_keys():
+            if key == "seed":
+                continue
+            values = [json.dumps(point.get(key), sort_keys=True) for point in expanded]
+            if len(set(values)) > 1 and values not in columns.values():
+                columns[key] = values
+        return list(columns)
+
+    def summary_figure(self) -> FigureSpec | None:
+        """The figure this protocol exists for: its `figure`, else inferred -- a discrete
+        reference, a sweep over rules, a sweep over one field, phases, recorded settling --
+        or None when none fits."""
+        if self.figure is not None:
+            if self.figure.kind == "sweep" and self.figure.x is None:
+                return self.figure.model_copy(update={"x": self.varying_keys()[0]})
+            return self.figure
+        if self.reference == "discrete":
+            return FigureSpec(kind="reference")
+        if "circuit.algorithm.name" in self.swept_keys():
+            return FigureSpec(kind="rules")
+        if len(self.varying_keys()) == 1:
+            return FigureSpec(kind="sweep", x=self.varying_keys()[0])
+        if self.phases:
+            return FigureSpec(kind="phases")
+        if self.engine != "discrete" and (self.record.residual or self.record.populations):
+            return FigureSpec(kind="settling")
+        return None
 
     @property
     def trials(self) -> int:
@@ -196,7 +285,8 @@ class Protocol(Spec):
         return self.stimuli.count or 100
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"figure"} if self.figure is None else None),
+                              sort_keys=False)
 
 
 def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:

@@ -36,6 +36,7 @@ def points(protocol: Protocol) -> list[Point]:
     for i, params in enumerate(protocol.sweep.expand() if protocol.sweep else [{}]):
         data = json.loads(json.dumps(base))
         data.pop("sweep", None)
+        data.pop("figure", None)  # a point has no sweep to summarise
         algorithm = None
         for key, value in params.items():
             if key == "circuit.algorithm.name":
