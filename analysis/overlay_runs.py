@@ -4,7 +4,7 @@ does for the rules of a comparison file), e.g. seed 004 Fig. 4 from separate tra
     python analysis/overlay_runs.py runs/bartunov_fc_*.h5 --out figures/bartunov_fc
     python analysis/overlay_runs.py runs/a.h5 runs/b.h5 --what angles --label A --label B
 
-Writes <out>-curves.png, <out>-angles.png, <out>-jml.png for the kinds the files have.
+Writes <out>-curves.png, <out>-angles.png, <out>-dW.png, <out>-jml.png for the kinds the files have.
 Lines are labelled by file name (or --label, once per file, in order).
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import h5py
 
 from biotp.errors import BiotpError
-from biotp.plots import angles, jml, learning_curves
+from biotp.plots import angles, jml, learning_curves, updates
 from biotp.plots.common import has_metrics
 
-KINDS = {"curves": (r"_(loss|error)$", learning_curves), "angles": (r"^(angle|distance|dW)_layer\d+$", angles),
-         "jml": (r"^[ipt]jml_layer\d+$", jml)}
+KINDS = {"curves": (r"_(loss|error)$", learning_curves), "angles": (r"^(angle|distance)_layer\d+$", angles),
+         "dW": (r"^dW_layer\d+$", updates), "jml": (r"^[ipt]jml_layer\d+$", jml)}
 
 
 def overlay(paths: list[str | Path], out: str | Path, what: list[str] | None = None, labels: list[str] | None = None,

@@ -84,7 +84,7 @@ def _errorbars(ax):
 
 
 def _context_ok(fig, *words):
-    title = fig._suptitle.get_text()
+    title = " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
     for word in ("circuit mlp on digits", "seed", *words):
         assert word in title, f"{word!r} missing from the title {title!r}"
 

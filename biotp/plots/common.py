@@ -117,7 +117,10 @@ def add_context(fig, context: str) -> None:
     epoch and trial axes whole-number ticks."""
     from matplotlib.ticker import MaxNLocator
 
+    import textwrap
+
     own = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    context = textwrap.fill(context, max(40, int(13 * fig.get_figwidth())))  # ~13 characters an inch
     fig.suptitle("\n".join(t for t in (own, context) if t), fontsize="medium")
     for ax in fig.axes:
         if ax.get_xlabel() in ("epoch", "trial"):
