@@ -83,6 +83,11 @@ def _errorbars(ax):
     return np.asarray(line.get_xdata()), np.asarray(line.get_ydata()), half
 
 
+def _point_labels(path) -> list[str]:
+    with h5py.File(path) as f:
+        return [f["points"][k].attrs["label"] for k in sorted(f["points"])]
+
+
 def _context_ok(fig, *words):
     title = " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
     for word in ("circuit mlp on digits", "seed", *words):
@@ -97,7 +102,7 @@ def _context_ok(fig, *words):
     ("noise_robustness", "target noise σ (rate units)", "linear"),
 ])
 def test_a_sweep_draws_the_final_metric_against_the_swept_value(runs, name, xlabel, xscale):
-    fig, _ = _summary(runs[name])
+    fig, figs = _summary(runs[name])
     protocol = P.load_protocol(SHIPPED[name])
     key = protocol.figure.x
     with h5py.File(runs[name]) as f:
@@ -115,6 +120,8 @@ def test_a_sweep_draws_the_final_metric_against_the_swept_value(runs, name, xlab
     assert "one run per value" in ax.get_title()
     assert len(fig.axes) == 2  # and the learning curves: more than two evaluations each
     assert len(_labelled(fig.axes[1])) == len(points)
+    loss_ax = figs["curves"].axes[0]  # one column (test_loss): the key names the points, not the column
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [g for g in _point_labels(runs[name])]
     _context_ok(fig, "dtp plasticity", f"protocol {name}")
 
 

@@ -36,7 +36,6 @@ import json
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 from ..errors import BiotpError
 from .common import add_context, decode, has_metrics, informative, metrics
