@@ -150,6 +150,29 @@ def test_error_bars_are_the_spread_over_seeds(tmp_path):
     _context_ok(fig, "seeds 0, 1")
 
 
+def test_a_sweep_over_names_places_them_in_order(tmp_path):
+    """Values without an order (modes, rule names) stand at 0, 1, ... named on the axis."""
+    from biotp.runs import ATTRS, write_run
+
+    modes = ["nudged", "clamped", "nudged"]  # a repeated value: its two runs give the spread
+    p = P.parse_protocol({"name": "modes", "circuit": "c.yaml",
+                          "sweep": {"points": [{"circuit.dynamics.target.mode": m} for m in modes]}}, "m.yaml")
+    assert p.summary_figure().kind == "sweep"
+    finals = [0.30, 0.10, 0.50]
+    points = {f"p{i:03d}": {ATTRS: {"params": json.dumps({"circuit.dynamics.target.mode": m}), "label": m},
+                            "metrics": {"trial": np.array([0.0, 5.0]), "test_error": np.array([0.9, e])}}
+              for i, (m, e) in enumerate(zip(modes, finals))}
+    path = write_run(tmp_path / "modes.h5", {"kind": "protocol", "protocol_yaml": p.to_yaml(), "protocol": "modes"},
+                     {"points": points})
+    fig, _ = _summary(path)
+    ax = fig.axes[0]
+    x, y, half = _errorbars(ax)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["nudged", "clamped"]
+    np.testing.assert_allclose(x, [0, 1])
+    np.testing.assert_allclose(y, [40.0, 10.0])
+    np.testing.assert_allclose(half, [100 * np.std([0.30, 0.50], ddof=1), 0.0])
+
+
 # ------------------------------------------------------------------ phases
 
 

@@ -59,7 +59,12 @@ def sources(f: h5py.File) -> dict[str, h5py.Group]:
         order = [a for a in decode(f.attrs.get("algorithms", "")).split(",") if a in runs]
         return {name: runs[name] for name in order + sorted(set(runs) - set(order))}
     if isinstance(f.get("points"), h5py.Group):
-        return {_point_label(name, g): g for name, g in sorted(f["points"].items()) if isinstance(g, h5py.Group)}
+        found = {}
+        for name, g in sorted(f["points"].items()):
+            if isinstance(g, h5py.Group):
+                label = _point_label(name, g)
+                found[label if label not in found else f"{label} ({name})"] = g  # repeated points stay apart
+        return found
     return {"": f}
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import h5py
@@ -42,11 +43,16 @@ class SweepPoints:
     count: np.ndarray
     unit: str  # of x, "" when dimensionless
     curves: dict  # x -> (row x name, row x values, mean metric per row) for the learning curves
+    labels: list[str] | None = None  # the values' names when they have no order (x is then 0, 1, ...)
+
+    def name(self, k: int) -> str:
+        """The k-th value as the figure names it."""
+        return self.labels[k] if self.labels else f"{self.x[k]:g} {self.unit}".strip()
 
 
-def swept_value(value, key: str) -> tuple[float, str]:
+def swept_value(value, key: str) -> tuple[float, str] | None:
     """A sweep value as a number in display units: times in ms, frequencies in Hz, numbers as
-    they are; (number, unit)."""
+    they are; (number, unit), or None for a value with no order (a rule's name, a mode)."""
     from ..dynamics.units import parse_quantity
 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -61,33 +67,38 @@ def swept_value(value, key: str) -> tuple[float, str]:
             return float(value), ""
         except ValueError:
             pass
-    raise BiotpError(f"sweep key {key}: value {value!r} is neither a number nor a time or frequency; "
-                     "a sweep figure needs an ordered x axis (give figure.kind another value)")
+    return None
 
 
 def sweep_points(groups: dict[str, h5py.Group], key: str, metric: str) -> SweepPoints:
-    """Group the points by their value of `key` and summarise the last row of `metric`."""
-    runs: dict[float, list] = {}
-    units = set()
+    """Group the points by their value of `key` and summarise the last row of `metric`.
+    Values without an order are placed at 0, 1, ... in the order of the points, named."""
+    runs: dict = {}
     for name, g in groups.items():
         params = point_params(g)
         if key not in params:
             raise BiotpError(f"{g.name}: sweep key {key} is not among its parameters {sorted(params)}")
-        x, unit = swept_value(params[key], key)
-        units.add(unit)
         x_name, rows, cols = metrics(g)
         if metric not in cols:
             raise BiotpError(f"{g.name}/metrics has no column {metric!r} (figure.metric); it has {', '.join(sorted(cols))}")
-        runs.setdefault(x, []).append((x_name, rows, cols[metric]))
-    xs = np.array(sorted(runs))
-    finals = [np.array([r[2][-1] for r in runs[x]]) for x in xs]
+        runs.setdefault(json.dumps(params[key]), []).append((x_name, rows, cols[metric]))
+    values = [json.loads(v) for v in runs]
+    parsed = [swept_value(v, key) for v in values]
+    if all(parsed):
+        positions, units, labels = [x for x, _ in parsed], {u for _, u in parsed}, None
+    else:
+        positions, units, labels = list(range(len(values))), {""}, [str(v) for v in values]
+    order = np.argsort(positions, kind="stable")
+    groups_in_order = [list(runs.values())[k] for k in order]
+    finals = [np.array([r[2][-1] for r in runs_at]) for runs_at in groups_in_order]
     curves = {}
-    for x in xs:
-        n = min(len(r[1]) for r in runs[x])
-        curves[x] = (runs[x][0][0], runs[x][0][1][:n], np.mean([r[2][:n] for r in runs[x]], axis=0))
-    return SweepPoints(xs, np.array([v.mean() for v in finals]),
+    for k, runs_at in zip(order, groups_in_order):
+        n = min(len(r[1]) for r in runs_at)
+        curves[positions[k]] = (runs_at[0][0], runs_at[0][1][:n], np.mean([r[2][:n] for r in runs_at], axis=0))
+    return SweepPoints(np.array(positions, dtype=float)[order], np.array([v.mean() for v in finals]),
                        np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in finals]),
-                       np.array([len(v) for v in finals]), units.pop() if len(units) == 1 else "", curves)
+                       np.array([len(v) for v in finals]), units.pop() if len(units) == 1 else "", curves,
+                       None if labels is None else [labels[k] for k in order])
 
 
 def sweep_figure(groups: dict[str, h5py.Group], spec) -> object:
@@ -105,16 +116,16 @@ def sweep_figure(groups: dict[str, h5py.Group], spec) -> object:
     ax = axes[0]
     ax.errorbar(pts.x, scale * pts.mean, yerr=scale * pts.spread, marker="o", capsize=4, color="C0")
     spread = f"mean ± 1 s.d. over {_runs(pts.count)}" if pts.count.max() > 1 else "one run per value (no error bars)"
-    ax.set(xscale=spec.xscale, xlabel=xlabel, ylabel=f"{ylabel}, {after}" if after else ylabel,
+    ax.set(xscale=spec.xscale if pts.labels is None else "linear", xlabel=xlabel, ylabel=f"{ylabel}, {after}" if after else ylabel,
            title=spread)
-    if spec.xscale == "log" and (pts.x > 0).all():
-        ax.set_xticks(pts.x, [f"{v:g}" for v in pts.x])
+    if pts.labels is not None or (spec.xscale == "log" and (pts.x > 0).all()):
+        ax.set_xticks(pts.x, pts.labels or [f"{v:g}" for v in pts.x])
         ax.minorticks_off()
     if show_curves:
         curve_ax = axes[1]
         cmap = _ordered_colours(len(pts.x))
-        for k, (x, (x_name, rows, values)) in enumerate(pts.curves.items()):
-            curve_ax.plot(rows, scale * values, color=cmap[k], label=f"{x:g} {pts.unit}".strip())
+        for k, (x_name, rows, values) in enumerate(pts.curves.values()):
+            curve_ax.plot(rows, scale * values, color=cmap[k], label=pts.name(k))
         curve_ax.set(xlabel=x_name, ylabel=ylabel, title=f"{what} during learning" +
                      (" (mean over runs)" if pts.count.max() > 1 else ""))
         legend(curve_ax, title=spec.xlabel or spec.x)
