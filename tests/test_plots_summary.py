@@ -122,6 +122,7 @@ def test_a_sweep_draws_the_final_metric_against_the_swept_value(runs, name, xlab
     assert len(_labelled(fig.axes[1])) == len(points)
     loss_ax = figs["curves"].axes[0]  # one column (test_loss): the key names the points, not the column
     assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [g for g in _point_labels(runs[name])]
+    assert loss_ax.get_ylabel() == "test loss (nats)"  # ... and the axis names the column
     _context_ok(fig, "dtp plasticity", f"protocol {name}")
 
 

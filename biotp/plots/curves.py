@@ -32,9 +32,9 @@ def learning_curves(groups, label: str = ""):
     solid (as in seed 004 Figs. 2, 4).  A protocol's phases are marked (`phases.mark`)."""
     sources = as_sources(groups, label)
     first = next(iter(sources.values()))
-    kinds = [(loss_label(first), lambda c: c.endswith("_loss"), 1.0),
-             ("error (%)", lambda c: c.endswith("_error"), 100.0),
-             ("reconstruction MSE", lambda c: c.endswith("_mse"), 1.0)]
+    kinds = [(lambda name="loss": loss_label(first, name), lambda c: c.endswith("_loss"), 1.0),
+             (lambda name="error": f"{name} (%)", lambda c: c.endswith("_error"), 100.0),
+             (lambda name="reconstruction MSE": name, lambda c: c.endswith("_mse"), 1.0)]
     present = [k for k in kinds if any(k[1](c) and np.isfinite(v).any()
                                        for g in sources.values() for c, v in metrics(g)[2].items())]
     if not present:
@@ -51,7 +51,8 @@ def learning_curves(groups, label: str = ""):
                 columns += [col] * (col not in columns)
             ax.set_xlabel(x_name)
         mark_phases(ax, layout(first))
-        ax.set_ylabel(ylabel)
+        # a single column is named on the axis, as the key then names only the sources
+        ax.set_ylabel(ylabel(columns[0].replace("_", " ")) if many and len(columns) == 1 else ylabel())
         key_legend(ax, list(sources), columns) if many else legend(ax)
     return fig
 
