@@ -17,6 +17,8 @@ EPILOG = """examples:
   biotp compare circuits/mlp.yaml --algorithms bp,fa,dtp --out runs/cmp.h5
                                                     several rules, same data, seed and weights
   biotp plot runs/cmp.h5 --out figures              learning curves, angles, traces, residuals
+  biotp sweep analysis/sweeps/mlp_digits.yaml       hyperparameter search (Optuna); rerun to resume
+  biotp sweep analysis/sweeps/mlp_digits.yaml --report   best configuration per rule, errors over seeds
   biotp export runs/sim.h5 --nwb runs/sim.nwb       a simulate or protocol run file as NWB
   biotp data list                                   which datasets are present
 """
@@ -84,7 +86,8 @@ def _extensions():
 
     found = []
     for module, name in (("simulation", "add_simulate_parser"), ("protocols", "add_run_parser"),
-                         ("compare", "add_compare_parser"), ("plots", "add_plot_parser"), ("nwb", "add_export_parser")):
+                         ("compare", "add_compare_parser"), ("plots", "add_plot_parser"), ("nwb", "add_export_parser"),
+                         ("sweep", "add_sweep_parser")):
         if importlib.util.find_spec(f"biotp.{module}") is not None:  # errors inside a module still surface
             found.append(getattr(importlib.import_module(f"biotp.{module}"), name))
     return found

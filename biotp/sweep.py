@@ -1,0 +1,835 @@
+"""`biotp sweep`: hyperparameter searches over any circuit field, one Optuna study per rule.
+
+A sweep file names a circuit, the rules, the seeds, an epoch budget and a search space over
+circuit fields by key path (e.g. `optimizer.lr`).  A *configuration* is one point of the
+space; each configuration runs once per seed, and each (configuration, seed) is one Optuna
+trial writing an ordinary `biotp train` run file, `<out>/<rule>/trial-<number>.h5` (the
+path is the trial's user attr `run`).  The first seed's trial leads: the other seeds run
+once it completes, so a pruned configuration costs one run, not one per seed.
+
+Only the driver process creates trials (`biotp sweep` holds `<out>/sweep.lock`); workers
+train, report each epoch's objective to the study and ask whether to stop.  What work is
+left is derived from the study alone, so a sweep killed anywhere resumes by running the same
+command: a RUNNING trial left behind is replaced by a new trial with the same parameters and
+run file (which resumes from its checkpoint), and only then marked FAIL with the user attr
+`replaced_by`; a (configuration, seed) is never run by two live trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import fcntl
+import itertools
+import math
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BeforeValidator, Field, NonNegativeInt, PositiveInt, StrictBool, StrictFloat, StrictInt
+from pydantic import StrictStr, ValidationError, field_validator, model_validator
+
+from .circuit import Circuit, Spec, algorithm_names, format_errors, load_circuit, read_yaml
+from .errors import BiotpError, ConfigError
+
+# ---------------------------------------------------------------------------- schema
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML's `yes`/`true` would otherwise pass as 1."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_no_bool)]
+Count = Annotated[PositiveInt, BeforeValidator(_no_bool)]
+Choice = StrictBool | StrictInt | StrictFloat | StrictStr | None  # what Optuna stores as a categorical value
+DISTRIBUTIONS = ("uniform", "log_uniform", "categorical")
+
+
+class Param(Spec):
+    """One searched field: exactly one of `uniform: [low, high]`, `log_uniform: [low, high]`,
+    `categorical: [choices]`.  `points` spreads a range over that many grid values (grid sampler
+    only); `rules` restricts the field to some rules (default: every rule whose circuit has it)."""
+
+    uniform: tuple[Number, Number] | None = None
+    log_uniform: tuple[Number, Number] | None = None
+    categorical: list[Choice] | None = Field(None, min_length=1)
+    points: Annotated[int, BeforeValidator(_no_bool), Field(ge=2)] | None = None
+    rules: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data):
+        """Named here: under a dict of key paths the shared formatter cannot list the keys."""
+        unknown = [k for k in data if k not in cls.model_fields] if isinstance(data, dict) else []
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}; expected one of: {', '.join(cls.model_fields)}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_distribution(self):
+        given = [d for d in DISTRIBUTIONS if getattr(self, d) is not None]
+        if len(given) != 1:
+            raise ValueError(f"expected exactly one of {', '.join(DISTRIBUTIONS)}; got {', '.join(given) or 'none'}")
+        bounds = self.uniform or self.log_uniform
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"empty or inverted range: expected low < high; got [{bounds[0]}, {bounds[1]}]")
+        if self.log_uniform is not None and self.log_uniform[0] <= 0:
+            raise ValueError(f"log_uniform needs low > 0; got [{self.log_uniform[0]}, {self.log_uniform[1]}]")
+        if self.points is not None and self.categorical is not None:
+            raise ValueError("points spreads a range; a categorical lists its values already")
+        return self
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules):
+        return _check_rules(rules)
+
+    def grid(self) -> list:
+        """The values a grid search visits."""
+        if self.categorical is not None:
+            return list(self.categorical)
+        low, high = self.uniform or self.log_uniform
+        spread = np.geomspace if self.log_uniform else np.linspace
+        return [float(v) for v in spread(low, high, self.points)]
+
+    def distribution(self, grid: bool):
+        import optuna.distributions as d
+
+        if grid or self.categorical is not None:
+            return d.CategoricalDistribution(self.grid())
+        low, high = self.uniform or self.log_uniform
+        return d.FloatDistribution(low, high, log=self.log_uniform is not None)
+
+
+def _check_rules(rules):
+    known = algorithm_names()
+    for rule in rules:
+        if rule not in known:
+            raise ValueError(f"unknown rule {rule!r}; expected one of {', '.join(sorted(known))}")
+    return rules
+
+
+class Pruner(Spec):
+    """`median`: stop a trial whose objective at an epoch is worse than the median of earlier
+    trials at that epoch, once `startup_trials` trials finished and after `warmup_epochs`.
+    `successive_halving`: keep the best 1/`reduction_factor` at epochs min_epochs·rf^k."""
+
+    name: Literal["median", "successive_halving", "none"]
+    startup_trials: NonNegativeInt = 5
+    warmup_epochs: NonNegativeInt = 0
+    min_epochs: Count = 1
+    reduction_factor: Annotated[int, BeforeValidator(_no_bool), Field(ge=2)] = 3
+
+    def build(self):
+        import optuna.pruners as p
+
+        if self.name == "median":
+            return p.MedianPruner(n_startup_trials=self.startup_trials, n_warmup_steps=self.warmup_epochs)
+        if self.name == "successive_halving":
+            return p.SuccessiveHalvingPruner(min_resource=self.min_epochs, reduction_factor=self.reduction_factor)
+        return p.NopPruner()
+
+
+class Search(Spec):
+    sampler: Literal["grid", "random", "tpe"] = "tpe"
+    trials: Count | None = Field(None, description="configurations per rule (random, tpe); a grid runs all of its points")
+    seed: NonNegativeInt = Field(0, description="the sampler's seed")
+    pruner: Pruner | None = Field(None, description="default: median for random and tpe, none for grid")
+    space: dict[str, Param] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.sampler != "grid" and self.trials is None:
+            raise ValueError(f"a {self.sampler} search needs `trials`, the number of configurations per rule")
+        for path, param in self.space.items():
+            if self.sampler == "grid" and param.categorical is None and param.points is None:
+                raise ValueError(f"space.{path}: a grid needs categorical values or `points` along the range")
+            if self.sampler != "grid" and param.points is not None:
+                raise ValueError(f"space.{path}: points applies to the grid sampler; this search is {self.sampler}")
+        return self
+
+    def pruning(self) -> Pruner:
+        return self.pruner or Pruner(name="none" if self.sampler == "grid" else "median")
+
+
+class Objective(Spec):
+    """The per-epoch metric minimised (or maximised), at its best epoch or the final one."""
+
+    metric: Literal["val_error", "val_mse", "train_loss", "train_error"] = "val_error"
+    at: Literal["best", "final"] = "best"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+    def value(self, metrics: dict) -> float:
+        values = np.asarray(metrics[self.metric], dtype=float)
+        if self.at == "final":
+            return float(values[-1])
+        return float(np.nanmin(values) if self.direction == "minimize" else np.nanmax(values))
+
+
+class SweepSpec(Spec):
+    name: str | None = Field(None, description="study names and output directory; default: the file's stem")
+    circuit: str = Field(description="circuit YAML, relative to the sweep file")
+    rules: list[str] = Field(min_length=1)
+    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    epochs: Count
+    limit: Count | None = Field(None, description="data.limit: train/test examples used")
+    objective: Objective = Objective()
+    search: Search
+    out: str | None = Field(None, description="output directory, relative to the working directory; "
+                                               "default runs/sweeps/<name>")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, rules):
+        return _check_rules(rules)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds):
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat; expected distinct seeds, got {seeds}")
+        return seeds
+
+
+# ------------------------------------------------------------------------ the plan
+
+
+@dataclass
+class Sweep:
+    """A validated sweep: the spec, and per rule its base circuit and the fields searched."""
+
+    spec: SweepSpec
+    source: str
+    name: str
+    out: Path
+    circuits: dict[str, Circuit]  # rule -> circuit with the rule, budget and limit applied
+    spaces: dict[str, dict[str, Param]]  # rule -> key path -> param
+
+    def study_name(self, rule: str) -> str:
+        return f"{self.name}-{rule}"
+
+    def distributions(self, rule: str) -> dict:
+        grid = self.spec.search.sampler == "grid"
+        return {path: param.distribution(grid) for path, param in self.spaces[rule].items()}
+
+    def grid(self, rule: str) -> list[dict]:
+        """Every configuration of a grid search, in file order."""
+        paths = list(self.spaces[rule])
+        return [dict(zip(paths, values)) for values in itertools.product(*(self.spaces[rule][p].grid() for p in paths))]
+
+    def configurations(self, rule: str) -> int:
+        return len(self.grid(rule)) if self.spec.search.sampler == "grid" else self.spec.search.trials
+
+    def trial_circuit(self, rule: str, params: dict, seed: int) -> Circuit:
+        return configure(self.circuits[rule], {**params, "seed": seed})
+
+    def train_command(self, rule: str, params: dict, seed: int, run: Path) -> str:
+        """The `biotp train` command reproducing a trial (recorded in its run file)."""
+        sets = [f"--set={path}={_yaml_value(value)}" for path, value in params.items()]
+        if self.spec.limit is not None:
+            sets.append(f"--set=data.limit={self.spec.limit}")
+        return shlex.join(["biotp", "train", str(self.circuits[rule].source), "--algorithm", rule, *sets,
+                           "--seed", str(seed), "--epochs", str(self.spec.epochs), "--out", str(run)])
+
+
+def _yaml_value(value: Any) -> str:
+    """A value as `--set` parses it back (YAML: 1e-05 alone would be a string)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=math.inf).removesuffix("\n...\n").strip()
+
+
+def configure(circuit: Circuit, params: dict) -> Circuit:
+    """`circuit` with `key.path: value` fields set through `Circuit.with_updates`, as `--set` does.
+    A path through a list (`optimizer.betas.1`) sets the whole list, so elements left at their
+    defaults are kept."""
+    for path, value in params.items():
+        keys = path.split(".")
+        node: Any = circuit.model_dump(mode="json")
+        for i, key in enumerate(keys[:-1]):
+            node = node[int(key)] if isinstance(node, list) else node[key]
+            if isinstance(node, list):
+                whole = _replaced(node, keys[i + 1:], value)
+                path, value = ".".join(keys[: i + 1]), whole
+                break
+        circuit = circuit.with_updates(f"{path}={_yaml_value(value)}")
+    return circuit
+
+
+def _replaced(node: Any, keys: list[str], value: Any) -> Any:
+    """A copy of nested lists/dicts `node` with the element at `keys` set to `value`."""
+    if not keys:
+        return value
+    key = int(keys[0]) if isinstance(node, list) else keys[0]
+    copy = list(node) if isinstance(node, list) else dict(node)
+    copy[key] = _replaced(node[key], keys[1:], value)
+    return copy
+
+
+def _has_field(circuit: Circuit, path: str) -> bool:
+    node: Any = circuit.model_dump(mode="json")
+    for key in path.split("."):
+        if isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        elif isinstance(node, dict) and key in node:
+            node = node[key]
+        else:
+            return False
+    return True
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    """Read and check a sweep file: its schema, its circuit, and that every searched field
+    exists in the circuit of each rule it applies to and accepts every value searched."""
+    path = Path(path)
+    data = read_yaml(path, "sweep")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sweep keys at the top level, got {type(data).__name__}")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, str(path), root=SweepSpec)) from None
+    circuit_path = path.parent / spec.circuit
+    if not circuit_path.exists():
+        raise ConfigError(f"{path}: circuit: no such file {str(circuit_path)!r} (relative to the sweep file)")
+    base = load_circuit(circuit_path)
+    budget = {"schedule.epochs": spec.epochs, **({"data.limit": spec.limit} if spec.limit is not None else {})}
+    circuits = {rule: configure(base.with_algorithm(rule), budget) for rule in spec.rules}
+    spaces: dict[str, dict[str, Param]] = {rule: {} for rule in spec.rules}
+    for key, param in spec.search.space.items():
+        where = f"{path}: search.space.{key}"
+        having = [rule for rule in spec.rules if _has_field(circuits[rule], key)]
+        for rule in param.rules or []:
+            if rule not in spec.rules:
+                raise ConfigError(f"{where}: rules: {rule!r} is not among the sweep's rules {spec.rules}")
+            if rule not in having:
+                raise ConfigError(f"{where}: the circuit {circuit_path} has no field {key!r} under rule {rule!r}")
+        if not having:
+            raise ConfigError(f"{where}: the circuit {circuit_path} has no field {key!r} under any of the rules "
+                              f"{', '.join(spec.rules)}; expected a key path such as optimizer.lr")
+        for rule in param.rules or having:
+            for value in _probe_values(param):
+                try:
+                    configure(circuits[rule], {key: value})
+                except ConfigError as err:
+                    raise ConfigError(f"{where}: value {value!r} does not fit rule {rule!r}: {err}") from None
+            spaces[rule][key] = param
+    name = spec.name or path.stem
+    return Sweep(spec, str(path), name, Path(out or spec.out or Path("runs") / "sweeps" / name), circuits, spaces)
+
+
+def _probe_values(param: Param) -> list:
+    """The values that must validate: the ends of a range, each categorical value."""
+    bounds = param.uniform or param.log_uniform
+    return list(bounds) if bounds is not None else list(param.categorical)
+
+
+# ---------------------------------------------------------------------- the trials
+
+# user attrs of a trial
+RUN, CONFIG, SEED, RULE, REPLACED_BY, ABANDONED, ERROR = "run", "config", "seed", "rule", "replaced_by", "abandoned", "error"
+
+
+def storage_for(url: str):
+    """An Optuna storage; SQLite waits for the lock instead of failing when workers write at once."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    """Everything a worker needs to run one trial (picklable, for processes and Dask)."""
+
+    storage: str
+    study: str
+    trial_id: int
+    circuit: Circuit
+    run: str
+    command: str
+    objective: Objective
+    pruner: Pruner
+    threads: int | None = None
+    threads_per_host: dict = field(default_factory=dict)
+    data_dir: str | None = None
+
+
+class _Stop(Exception):
+    def __init__(self, state: str):
+        self.state = state
+
+
+def run_trial(task: TrialTask) -> dict:
+    """Train one trial (resuming its run file if there is one), reporting the objective's
+    metric each epoch; returns {state: complete|pruned|abandoned, value, epochs}."""
+    import optuna
+    import torch
+
+    from .runs import open_run
+    from .training import train
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(task.threads or _dask_threads(task.threads_per_host))
+    storage = storage_for(task.storage)
+    study = optuna.load_study(study_name=task.study, storage=storage, pruner=task.pruner.build())
+    trial = optuna.trial.Trial(study, task.trial_id)
+    metric, pruning = task.objective.metric, task.pruner.name != "none"
+
+    def report(row: dict) -> None:
+        if storage.get_trial(task.trial_id).state != optuna.trial.TrialState.RUNNING:
+            raise _Stop("abandoned")  # a restarted sweep replaced this trial: leave the run file to it
+        trial.report(float(row[metric]), int(row["epoch"]))
+        if pruning and trial.should_prune():
+            raise _Stop("pruned")
+
+    run, resume = Path(task.run), None
+    try:
+        if run.exists():
+            done = open_run(run).metrics
+            for i in range(len(done.get("epoch", []))):
+                report({k: v[i] for k, v in done.items()})
+            resume = run if len(done.get("epoch", [])) < task.circuit.schedule.epochs else None
+        if resume is not None or not run.exists():
+            train(None if resume else task.circuit, out=run, resume=resume, data_dir=task.data_dir,
+                  device="cpu", progress=False, command=task.command, log=report)
+    except _Stop as stop:
+        return {"state": stop.state}
+    metrics = open_run(run).metrics
+    return {"state": "complete", "value": task.objective.value(metrics), "epochs": len(metrics["epoch"])}
+
+
+def _dask_threads(threads_per_host: dict) -> int:
+    """Torch threads for a task on a Dask worker: the host's cores shared by all task slots on it."""
+    from distributed import get_worker
+
+    host = get_worker().address.rsplit(":", 1)[0].split("://")[-1]
+    return max(1, len(os.sched_getaffinity(0)) // max(1, threads_per_host.get(host, 1)))
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+@dataclass
+class _Study:
+    rule: str
+    study: Any
+    distributions: dict
+
+
+class Driver:
+    """Creates every trial of a sweep, hands them to workers and records their results."""
+
+    def __init__(self, sweep: Sweep, storage: str | None = None, data_dir=None, log=print):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.sweep, self.data_dir, self.log = sweep, data_dir, log
+        sweep.out.mkdir(parents=True, exist_ok=True)
+        self.storage_url = storage or default_storage(sweep)
+        self.storage = storage_for(self.storage_url)
+        search = sweep.spec.search
+        self.studies = {}
+        for i, rule in enumerate(sweep.spec.rules):
+            sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                       "grid": optuna.samplers.RandomSampler}[search.sampler](seed=search.seed + i)
+            study = optuna.create_study(storage=self.storage, study_name=sweep.study_name(rule), sampler=sampler,
+                                        direction=sweep.spec.objective.direction, load_if_exists=True)
+            study.set_user_attr("out", str(sweep.out.resolve()))
+            study.set_user_attr("sweep", sweep.source)
+            self.studies[rule] = _Study(rule, study, sweep.distributions(rule))
+        self.mine: dict[int, Any] = {}  # trial id -> Trial run by this process
+
+    # -------------------------------------------------------------- what is left
+    def next_trial(self, s: _Study):
+        """A RUNNING trial for the next unit of work of rule `s.rule`, or None when it has none."""
+        from optuna.trial import TrialState
+
+        while True:
+            trials = s.study.get_trials(deepcopy=False)
+            done = {_key(t) for t in trials if _settled(t) or t._trial_id in self.mine}
+            if any(t.state == TrialState.WAITING for t in trials):  # study.ask pops these first
+                trial = s.study.ask(s.distributions)  # enqueued by a sweep killed before it took the trial
+                if _key(trial) in done:
+                    trial.set_user_attr(ABANDONED, "duplicate of a settled trial")
+                    s.study.tell(trial, state=TrialState.FAIL)
+                    continue
+                self._set_up(s, trial, trial.user_attrs)
+                return trial
+            stale = [t for t in trials if t.state == TrialState.RUNNING and t._trial_id not in self.mine]
+            for t in stale:
+                if RUN not in t.user_attrs or _key(t) in done:  # killed before it was set up, or already settled
+                    self._fail(t, ABANDONED, "left by an interrupted sweep")
+                    continue
+                replacement = self._create(s, t.params, {**t.user_attrs, "resumes": t.number})
+                for other in stale:  # every stale trial of the unit, now that its work has a live trial
+                    if _key(other) == _key(t):
+                        self._fail(other, REPLACED_BY, replacement.number)
+                return replacement
+            return self._sibling(s, trials, done) or self._lead(s, trials)
+
+    def _sibling(self, s: _Study, trials, done):
+        """The next seed of a configuration whose first seed completed."""
+        from optuna.trial import TrialState
+
+        first = self.sweep.spec.seeds[0]
+        for t in trials:
+            if t.state == TrialState.COMPLETE and t.user_attrs.get(SEED) == first:
+                for seed in self.sweep.spec.seeds[1:]:
+                    if (t.user_attrs[CONFIG], seed) not in done:
+                        return self._create(s, t.params, {CONFIG: t.user_attrs[CONFIG], SEED: seed})
+        return None
+
+    def _lead(self, s: _Study, trials):
+        """A new configuration (sampled, or the next grid point) at the first seed."""
+        configs = {t.user_attrs[CONFIG]: t.params for t in trials if RUN in t.user_attrs}
+        if len(configs) >= self.sweep.configurations(s.rule):
+            return None
+        if self.sweep.spec.search.sampler == "grid":
+            params = next(p for p in self.sweep.grid(s.rule) if p not in configs.values())
+            s.study.enqueue_trial(params)
+        trial = s.study.ask(s.distributions)
+        self._set_up(s, trial, {CONFIG: trial.number, SEED: self.sweep.spec.seeds[0]})
+        return trial
+
+    def _create(self, s: _Study, params: dict, attrs: dict):
+        """A trial with fixed parameters: enqueued with its user attrs, then taken at once."""
+        s.study.enqueue_trial(params, user_attrs=attrs)
+        trial = s.study.ask(s.distributions)
+        self._set_up(s, trial, attrs)
+        return trial
+
+    def _set_up(self, s: _Study, trial, attrs: dict) -> None:
+        """Record the trial's unit of work; its own run file unless it resumes another trial's."""
+        run = attrs.get(RUN) or str((self.sweep.out / s.rule / f"trial-{trial.number:04d}.h5").resolve())
+        for k, v in {**attrs, RULE: s.rule, RUN: run}.items():  # `run` last: a trial without it is abandoned
+            trial.set_user_attr(k, v)
+
+    def _fail(self, frozen, attr: str, value) -> None:
+        from optuna.trial import TrialState
+
+        self.storage.set_trial_user_attr(frozen._trial_id, attr, value)
+        self.storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
+
+    # -------------------------------------------------------------------- running
+    def task(self, s: _Study, trial, threads: int | None, threads_per_host: dict) -> TrialTask:
+        attrs, params = trial.user_attrs, trial.params
+        seed = attrs[SEED]
+        return TrialTask(
+            storage=self.storage_url, study=s.study.study_name, trial_id=trial._trial_id,
+            circuit=self.sweep.trial_circuit(s.rule, params, seed), run=attrs[RUN],
+            command=self.sweep.train_command(s.rule, params, seed, Path(attrs[RUN])),
+            objective=self.sweep.spec.objective, pruner=self.sweep.spec.search.pruning(),
+            threads=threads, threads_per_host=threads_per_host,
+            data_dir=None if self.data_dir is None else str(self.data_dir))
+
+    def run(self, executor, slots: int, threads: int | None = None, threads_per_host: dict | None = None) -> None:
+        """Keep `slots` trials running until no rule has work left."""
+        from optuna.trial import TrialState
+
+        running: dict[Any, tuple[_Study, Any]] = {}
+        exhausted: set[str] = set()
+        order = itertools.cycle(self.studies.values())
+        while True:
+            while len(running) < slots and len(exhausted) < len(self.studies):
+                s = next(order)
+                if s.rule in exhausted:
+                    continue
+                trial = self.next_trial(s)
+                if trial is None:
+                    exhausted.add(s.rule)
+                    continue
+                self.mine[trial._trial_id] = trial
+                running[executor.submit(run_trial, self.task(s, trial, threads, threads_per_host or {}))] = (s, trial)
+            if not running:
+                return
+            finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                s, trial = running.pop(future)
+                exhausted.discard(s.rule)  # a completed lead opens its other seeds
+                try:
+                    result = future.result()
+                except BiotpError as err:  # e.g. divergence: the configuration failed, the sweep goes on
+                    trial.set_user_attr(ERROR, str(err))
+                    s.study.tell(trial, state=TrialState.FAIL)
+                    result = {"state": f"failed: {err}"}
+                else:
+                    if result["state"] == "complete":
+                        s.study.tell(trial, result["value"])
+                    elif result["state"] == "pruned":
+                        s.study.tell(trial, state=TrialState.PRUNED)
+                self.mine.pop(trial._trial_id)
+                self.log(_describe(s.rule, trial, result, self.sweep.spec.objective.metric))
+
+
+def _key(trial) -> tuple:
+    return trial.user_attrs.get(CONFIG), trial.user_attrs.get(SEED)
+
+
+def _settled(trial) -> bool:
+    """Finished for good: complete, pruned, or failed on its own (not replaced, not abandoned)."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.FAIL:
+        return REPLACED_BY not in trial.user_attrs and ABANDONED not in trial.user_attrs
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _describe(rule: str, trial, result: dict, metric: str) -> str:
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    outcome = f"{metric} {result['value']:.4f}" if result["state"] == "complete" else result["state"]
+    return f"{rule} trial {trial.number} (config {trial.user_attrs[CONFIG]}, seed {trial.user_attrs[SEED]}; {params}): {outcome}"
+
+
+def default_storage(sweep: Sweep) -> str:
+    return f"sqlite:///{(sweep.out / 'study.db').resolve()}"
+
+
+class _Lock:
+    """One driver per sweep directory: the lock dies with its process, even on SIGKILL."""
+
+    def __init__(self, out: Path):
+        self.path = out / "sweep.lock"
+
+    def __enter__(self):
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise BiotpError(f"{self.path}: another `biotp sweep` is running on this directory") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def local_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def run_sweep(sweep: Sweep, *, workers: int | None = None, dask: str | None = None, storage: str | None = None,
+              data_dir=None, executor: concurrent.futures.Executor | None = None, log=print) -> None:
+    """Run (or resume) every trial of `sweep`: in `workers` local processes (default one per
+    core, each with cores/workers torch threads), or on the Dask cluster at `dask`.  An
+    `executor` of local processes (e.g. shared by several sweeps) gets `workers` trials at a time."""
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    with _Lock(sweep.out):
+        driver = Driver(sweep, storage=storage, data_dir=data_dir, log=log)
+        if dask is not None:
+            from distributed import Client
+
+            try:
+                client = Client(dask, timeout=30)
+            except OSError as err:
+                raise BiotpError(f"--dask {dask}: cannot reach the Dask scheduler ({err})") from None
+            with client:
+                per_host: dict[str, int] = {}
+                for info in client.scheduler_info(n_workers=-1)["workers"].values():
+                    per_host[info["host"]] = per_host.get(info["host"], 0) + info["nthreads"]
+                driver.run(client.get_executor(pure=False), slots=max(1, sum(per_host.values())),
+                           threads_per_host=per_host)
+            return
+        import multiprocessing
+
+        workers = workers or local_cores()
+        threads = max(1, local_cores() // workers)
+        if executor is not None:
+            driver.run(executor, slots=workers, threads=threads)
+            return
+        # spawn, not fork: a forked copy of a process that has run torch can hang in its thread pool
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            driver.run(pool, slots=workers, threads=threads)
+
+
+# ---------------------------------------------------------------------- the report
+
+
+@dataclass
+class RuleResult:
+    """The best configuration of one rule and its errors over seeds (errors as fractions)."""
+
+    rule: str
+    config: int | None
+    params: dict
+    runs: list[Path]
+    objective: list[float]
+    final_test: list[float]
+    best_val_test: list[float]
+
+    @staticmethod
+    def mean_std(values: list[float]) -> tuple[float, float]:
+        """Mean and sample standard deviation (ddof 1; nan from a single seed)."""
+        v = np.asarray(values, dtype=float)
+        return (float(v.mean()), float(v.std(ddof=1))) if len(v) > 1 else (float(v.mean()) if len(v) else math.nan, math.nan)
+
+
+@dataclass
+class SweepReport:
+    sweep: Sweep
+    results: dict[str, RuleResult]
+    figures: list[Path]
+
+    def markdown(self) -> str:
+        metric = self.sweep.spec.objective.metric
+        lines = [f"| rule | seeds | {metric} ({self.sweep.spec.objective.at}) | final test error (%) "
+                 f"| test error at best val (%) | best configuration |", "|---|---|---|---|---|---|"]
+        for r in self.results.values():
+            cells = [_pm(r.objective, 1), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
+            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+            lines.append(f"| {r.rule} | {len(r.runs)} | {' | '.join(cells)} | {params or '(none complete)'} |")
+        lines.append("")
+        lines.append("mean ± sample s.d. over seeds of the configuration with the best mean objective; "
+                     "best: test error (%) at the epoch of best validation error")
+        lines += [f"best: {r.rule} {_pm(r.best_val_test, 100, sep='±')}" for r in self.results.values()]
+        return "\n".join(lines)
+
+
+def _pm(values: list[float], scale: float, sep: str = " ± ") -> str:
+    mean, std = RuleResult.mean_std(values)
+    return f"{mean * scale:.4g}{sep}{std * scale:.2g}"
+
+
+def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
+    """The configuration whose seeds all completed with the best mean objective."""
+    from optuna.trial import TrialState
+
+    from .runs import open_run
+
+    by_config: dict[int, list] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        by_config.setdefault(t.user_attrs[CONFIG], []).append(t)
+    complete = {c: ts for c, ts in by_config.items() if {t.user_attrs[SEED] for t in ts} == set(sweep.spec.seeds)}
+    if not complete:
+        return RuleResult(rule, None, {}, [], [], [], [])
+    sign = 1 if sweep.spec.objective.direction == "minimize" else -1
+    config = min(complete, key=lambda c: (sign * np.mean([t.value for t in complete[c]]), c))
+    trials = sorted(complete[config], key=lambda t: sweep.spec.seeds.index(t.user_attrs[SEED]))
+    runs = [Path(t.user_attrs[RUN]) for t in trials]
+    finals, at_best = [], []
+    for run in runs:
+        m = open_run(run).metrics
+        finals.append(float(m["test_error"][-1]))
+        at_best.append(float(m["test_error"][int(np.nanargmin(m["val_error"]))]))
+    return RuleResult(rule, config, dict(trials[0].params), runs, [t.value for t in trials], finals, at_best)
+
+
+def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
+    """Best configuration per rule, errors over seeds, and figures in the sweep directory."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    studies = {}
+    for rule in sweep.spec.rules:
+        try:
+            studies[rule] = optuna.load_study(study_name=sweep.study_name(rule), storage=storage or default_storage(sweep))
+        except KeyError:
+            raise BiotpError(f"{sweep.source}: no study {sweep.study_name(rule)!r} in "
+                             f"{storage or default_storage(sweep)}; run `biotp sweep {sweep.source}` first") from None
+    results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
+    paths = _figures(sweep, studies, results) if figures else []
+    out = SweepReport(sweep, results, paths)
+    (sweep.out / "report.md").write_text(out.markdown() + "\n")
+    return out
+
+
+def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> list[Path]:
+    """Optimisation history, validation curves of the best configurations, parameter importance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    from .runs import open_run
+
+    metric, paths = sweep.spec.objective.metric, []
+    fig, axes = plt.subplots(1, len(studies), figsize=(4.5 * len(studies), 3.5), squeeze=False)
+    for ax, (rule, study) in zip(axes[0], studies.items()):
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        pruned = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.PRUNED and t.intermediate_values]
+        ax.plot([t.number for t in done], [t.value for t in done], "o", ms=4, label="complete")
+        ax.plot([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                "x", ms=4, label="pruned (last report)")
+        if done:
+            best = (np.minimum if sweep.spec.objective.direction == "minimize" else np.maximum).accumulate([t.value for t in done])
+            ax.step([t.number for t in done], best, where="post", label="best so far")
+        ax.set(title=f"{sweep.name}: {rule}", xlabel="trial", ylabel=f"{metric} ({sweep.spec.objective.at})")
+        ax.legend(fontsize=7)
+    paths.append(_save(fig, sweep.out / "history.png"))
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
+    for ax, r in zip(axes[0], results.values()):
+        for run, seed in zip(r.runs, sweep.spec.seeds):
+            m = open_run(run).metrics
+            ax.plot(m["epoch"], m[metric], label=f"seed {seed}")
+        ax.set(title=f"{r.rule}: best configuration", xlabel="epoch", ylabel=metric)
+        if r.runs:
+            ax.legend(fontsize=7)
+    paths.append(_save(fig, sweep.out / "validation.png"))
+    importances = {}
+    for rule, study in studies.items():
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if len(sweep.spaces[rule]) > 1 and len(complete) >= 4:
+            import optuna
+
+            importances[rule] = optuna.importance.get_param_importances(study)
+    if importances:
+        fig, axes = plt.subplots(1, len(importances), figsize=(4.5 * len(importances), 3), squeeze=False)
+        for ax, (rule, imp) in zip(axes[0], importances.items()):
+            ax.barh(list(imp), list(imp.values()))
+            ax.set(title=f"{rule}: parameter importance (fANOVA)", xlabel="share of objective variance")
+        paths.append(_save(fig, sweep.out / "importance.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+# -------------------------------------------------------------------------- the CLI
+
+
+def add_sweep_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep", help="hyperparameter search over circuit fields (Optuna), resumable; --report summarises",
+        description="Run the trials of SWEEP.yaml (each an ordinary `biotp train` run file under the sweep's "
+                    "directory); run the same command again to resume an interrupted sweep.",
+        epilog="examples:\n  biotp sweep analysis/sweeps/mlp_digits.yaml\n"
+               "  biotp sweep analysis/sweeps/mlp_digits.yaml --report\n"
+               "  biotp sweep SWEEP.yaml --dask tcp://scheduler:8786 --storage postgresql://user@host/db\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", help="sweep YAML file")
+    p.add_argument("--report", action="store_true",
+                   help="summarise instead of running: best configuration per rule, errors over seeds, figures")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run trials on this Dask scheduler (dask.distributed)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    p.add_argument("--out", help="output directory (default: the sweep's `out`, else runs/sweeps/<name>)")
+    p.add_argument("--data-dir", help="dataset directory (default: $BIOTP_DATA or ~/.biotp/data)")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args) -> int:
+    sweep = load_sweep(args.sweep, out=args.out)
+    if args.workers is not None and args.workers < 1:
+        raise BiotpError(f"--workers {args.workers}: expected at least 1")
+    if not args.report:
+        run_sweep(sweep, workers=args.workers, dask=args.dask, storage=args.storage, data_dir=args.data_dir,
+                  log=lambda line: print(line, flush=True))
+    result = report(sweep, storage=args.storage)
+    print(result.markdown())
+    if args.report:
+        print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=__import__("sys").stderr)
+    return 0

@@ -1,0 +1,258 @@
+"""biotp sweep: trials equal plain `biotp train` runs, a killed sweep resumes without losing or
+repeating a trial, Dask gives what the local pool gives, pruning stops a hopeless trial, and
+malformed sweep files are named errors."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from biotp.circuit import load_circuit
+from biotp.cli import main
+from biotp.errors import ConfigError
+from biotp.runs import open_run
+from biotp.sweep import load_sweep, report, run_sweep
+from biotp.training import train
+
+MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
+
+
+def write_sweep(directory: Path, name: str, search: dict, **top) -> Path:
+    spec = {"circuit": str(MLP), "rules": ["bp"], "seeds": [0, 1], "epochs": 1, "limit": 200, **top,
+            "search": search}
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def trials_of(sweep, rule="bp"):
+    import optuna
+
+    study = optuna.load_study(study_name=sweep.study_name(rule), storage=f"sqlite:///{sweep.out / 'study.db'}")
+    return study.get_trials()
+
+
+def reference(rule: str, params: dict, seed: int, epochs: int, limit: int = 200) -> dict:
+    """The same configuration trained directly, as `biotp train --set ...` builds it, with the
+    one torch thread each of two workers gets on two cores (sums are ordered by thread count)."""
+    import torch
+
+    sets = [f"{k}={v!r}" for k, v in params.items()] + [f"seed={seed}", f"schedule.epochs={epochs}", f"data.limit={limit}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))
+    try:
+        return train(load_circuit(MLP, sets).with_algorithm(rule), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_metrics(run_file, expected: dict) -> None:
+    got = open_run(run_file).metrics
+    assert set(got) == set(expected)
+    for name in expected:
+        if name != "seconds":  # wall time
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def completed(trials):
+    return [t for t in trials if t.state.name == "COMPLETE"]
+
+
+GRID = {"sampler": "grid", "space": {"optimizer.lr": {"categorical": [0.001, 0.003]},
+                                     "data.batch_size": {"categorical": [16, 32]}}}
+RANDOM = {"sampler": "random", "trials": 2, "pruner": {"name": "none"},
+          "space": {"optimizer.lr": {"log_uniform": [1.0e-3, 1.0e-2]}, "data.batch_size": {"categorical": [16, 32]}}}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two local worker processes shared by the tests (each process start imports torch)."""
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def local_sweeps(tmp_path_factory, pool):
+    directory = tmp_path_factory.mktemp("sweeps")
+    sweeps = {}
+    for name, search in (("grid", GRID), ("random", RANDOM)):
+        sweep = load_sweep(write_sweep(directory, name, search), out=directory / name)
+        run_sweep(sweep, workers=2, executor=pool, log=lambda line: None)
+        sweeps[name] = sweep
+    return sweeps
+
+
+@pytest.mark.parametrize("name, n_configs", [("grid", 4), ("random", 2)])
+def test_trials_are_train_runs_and_report_is_their_mean_and_sd(local_sweeps, name, n_configs):
+    sweep = local_sweeps[name]
+    trials = trials_of(sweep)
+    assert len(trials) == len(completed(trials)) == 2 * n_configs  # two seeds per configuration
+    keys = [(t.params["optimizer.lr"], t.params["data.batch_size"], t.user_attrs["seed"]) for t in trials]
+    assert len(set(keys)) == len(keys) and {k[2] for k in keys} == {0, 1}
+    if name == "grid":
+        assert set(keys) == {(lr, bs, s) for lr in (0.001, 0.003) for bs in (16, 32) for s in (0, 1)}
+    for t in trials:
+        assert Path(t.user_attrs["run"]) == sweep.out.resolve() / "bp" / f"trial-{t.number:04d}.h5"
+        assert_same_metrics(t.user_attrs["run"], reference("bp", t.params, t.user_attrs["seed"], epochs=1))
+
+    # independently from the run files: best mean validation error over seeds, then its test errors
+    by_config: dict = {}
+    for run in sorted((sweep.out / "bp").glob("trial-*.h5")):
+        with h5py.File(run) as f:
+            circuit = yaml.safe_load(f.attrs["circuit_yaml"])
+            val, test = f["metrics/val_error"][()], f["metrics/test_error"][()]
+        config = (circuit["optimizer"]["lr"], circuit["data"]["batch_size"])
+        by_config.setdefault(config, []).append((val.min(), test[-1], test[np.argmin(val)]))
+    best = min(by_config, key=lambda c: np.mean([v[0] for v in by_config[c]]))
+    values = np.array(by_config[best])
+    summary = report(sweep)
+    result = summary.results["bp"]
+    assert (result.params["optimizer.lr"], result.params["data.batch_size"]) == best
+    for got, column in ((result.final_test, 1), (result.best_val_test, 2)):
+        mean, sd = result.mean_std(got)
+        assert mean == pytest.approx(values[:, column].mean()) and sd == pytest.approx(values[:, column].std(ddof=1))
+    lines = (sweep.out / "report.md").read_text().strip().splitlines()
+    mean, sd = values[:, 2].mean() * 100, values[:, 2].std(ddof=1) * 100
+    assert lines[-1] == f"best: bp {mean:.4g}±{sd:.2g}"
+    assert {p.name for p in summary.figures} >= {"history.png", "validation.png"}
+
+
+def test_dask_cluster_gives_the_local_pool_results(local_sweeps, tmp_path):
+    from distributed import LocalCluster
+
+    local = {(t.params["optimizer.lr"], t.params["data.batch_size"], t.user_attrs["seed"]): t.user_attrs["run"]
+             for t in trials_of(local_sweeps["grid"])}
+    sweep = load_sweep(write_sweep(tmp_path, "grid", GRID), out=tmp_path / "dask")
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        run_sweep(sweep, dask=cluster.scheduler_address, log=lambda line: None)
+    trials = trials_of(sweep)
+    assert len(completed(trials)) == len(trials) == len(local)
+    for t in trials:
+        expected = open_run(local[(t.params["optimizer.lr"], t.params["data.batch_size"], t.user_attrs["seed"])]).metrics
+        assert t.value == pytest.approx(expected["val_error"].min())
+        assert_same_metrics(t.user_attrs["run"], expected)
+
+
+def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool):
+    # bp with batches of 4 on all of digits: about a second per epoch, time to kill inside epoch 2
+    search = {"sampler": "grid", "space": {"optimizer.lr": {"categorical": [0.001, 0.002]},
+                                           "data.batch_size": {"categorical": [4]}}}
+    sweep = load_sweep(write_sweep(tmp_path, "kill", search, epochs=2, limit=1000), out=tmp_path / "out")
+    path = tmp_path / "kill.yaml"
+    command = [sys.executable, "-m", "biotp.cli", "sweep", str(path), "--out", str(sweep.out), "--workers", "2"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = sweep.out.resolve() / "bp" / "trial-0000.h5"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if first.exists():
+                try:
+                    epochs = len(open_run(first).metrics["epoch"])
+                except Exception:  # mid-rename
+                    continue
+                if epochs == 1:
+                    break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read().decode()}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-epoch
+    finally:
+        proc.wait()
+    before = trials_of(sweep)
+    assert any(t.state.name == "RUNNING" for t in before)
+    assert len(open_run(first).metrics["epoch"]) == 1
+
+    run_sweep(sweep, workers=2, executor=pool, log=lambda line: None)
+    trials = trials_of(sweep)
+    done = completed(trials)
+    assert sorted((t.params["optimizer.lr"], t.user_attrs["seed"]) for t in done) == \
+        [(lr, s) for lr in (0.001, 0.002) for s in (0, 1)]  # every unit once
+    replaced = [t for t in trials if t.state.name == "FAIL"]
+    assert replaced and all(t.user_attrs["replaced_by"] in {d.number for d in done} for t in replaced)
+    resumed = {t.user_attrs["resumes"]: t for t in done if "resumes" in t.user_attrs}
+    assert 0 in resumed and resumed[0].user_attrs["run"] == str(first)  # continued trial 0's run file
+    for t in done:
+        expected = reference("bp", t.params, t.user_attrs["seed"], epochs=2, limit=1000)
+        assert_same_metrics(t.user_attrs["run"], expected)
+
+
+def test_pruning_stops_a_hopeless_trial(tmp_path, pool):
+    # a grid runs in file order with one worker: two good learning rates, then an almost-zero one
+    search = {"sampler": "grid", "pruner": {"name": "median", "startup_trials": 2},
+              "space": {"optimizer.lr": {"categorical": [0.01, 0.02, 1.0e-9]}}}
+    sweep = load_sweep(write_sweep(tmp_path, "prune", search, seeds=[0], epochs=3), out=tmp_path / "out")
+    run_sweep(sweep, workers=1, executor=pool, log=lambda line: None)
+    states = {t.params["optimizer.lr"]: t for t in trials_of(sweep)}
+    assert [states[lr].state.name for lr in (0.01, 0.02, 1.0e-9)] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    hopeless = states[1.0e-9]
+    assert list(hopeless.intermediate_values) == [1]  # stopped after its first epoch of three
+    good = [states[lr].intermediate_values[1] for lr in (0.01, 0.02)]
+    assert hopeless.intermediate_values[1] > max(good)
+    assert len(open_run(states[0.01].user_attrs["run"]).metrics["epoch"]) == 3
+
+
+GOOD = {"circuit": str(MLP), "rules": ["dtp", "bp"], "seeds": [0], "epochs": 1,
+        "search": {"sampler": "tpe", "trials": 2, "space": {"optimizer.lr": {"log_uniform": [1.0e-4, 1.0e-2]}}}}
+
+
+def _with(path: str, value):
+    spec = yaml.safe_load(yaml.safe_dump(GOOD))
+    *parents, last = path.split("/")
+    node = spec
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return spec
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (_with("epoch", 3), ["epoch: unknown key; expected one of: name, circuit, rules"]),
+    (_with("search/space/optimizer.lr", {"log_uniform": [1e-4, 1e-2], "step": 2}),
+     ["search.space.optimizer.lr: unknown key 'step'; expected one of: uniform, log_uniform, categorical"]),
+    (_with("search/space/optimizer.learning_rate", {"uniform": [0.1, 0.2]}),
+     ["search.space.optimizer.learning_rate", "has no field 'optimizer.learning_rate'", "dtp, bp"]),
+    (_with("search/space/feedback.noise", {"uniform": [0.3, 0.01]}),
+     ["search.space.feedback.noise", "empty or inverted range: expected low < high; got [0.3, 0.01]"]),
+    (_with("search/space/feedback.noise", {"uniform": [0.1, 0.1]}), ["empty or inverted range", "[0.1, 0.1]"]),
+    (_with("epochs", True), ["epochs: expected a number, not a boolean; got True"]),
+    (_with("search/space/feedback.noise", {"uniform": [True, 0.3]}),
+     ["search.space.feedback.noise.uniform.0: expected a number, not a boolean; got True"]),
+    (_with("rules", ["dtp", "backprop"]), ["rules: unknown rule 'backprop'; expected one of", "ao_sdtp"]),
+    (_with("search/space/optimizer.eps", {"categorical": []}),
+     ["search.space.optimizer.eps.categorical: List should have at least 1 item"]),
+    (_with("search/space/optimizer.lr", {"uniform": [-0.1, 0.1]}),
+     ["search.space.optimizer.lr: value -0.1 does not fit rule 'dtp'", "optimizer.lr: Input should be greater than 0"]),
+    (_with("search/space/algorithm.eta_hat", {"uniform": [0.01, 0.2], "rules": ["bp"]}),
+     ["search.space.algorithm.eta_hat", "has no field 'algorithm.eta_hat' under rule 'bp'"]),
+    (_with("search", {"sampler": "random", "space": {"optimizer.lr": {"uniform": [0.001, 0.01]}}}),
+     ["search: a random search needs `trials`"]),
+    (_with("search/sampler", "grid"), ["a grid needs categorical values or `points`"]),
+], ids=["unknown-key", "unknown-param-key", "missing-field", "inverted", "empty", "bool-epochs", "bool-bound",
+        "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range"])
+def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    for part in expected:
+        assert part in message
+
+
+def test_cli_reports_a_bad_sweep_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_with("rules", ["dtp", "backprop"])))
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"biotp: error: {path}: rules: unknown rule 'backprop'")
