@@ -124,7 +124,7 @@ def add_context(fig, context: str) -> None:
     fig.suptitle("\n".join(t for t in (own, context) if t), fontsize="medium")
     for ax in fig.axes:
         if ax.get_xlabel() in ("epoch", "trial"):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
 
 
 def loss_label(group: h5py.Group, column: str = "loss") -> str:

@@ -58,7 +58,12 @@ def settling_vs_discrete(groups: dict[str, h5py.Group]) -> object:
     angle_ax.set(ylabel="angle between updates (°)", title=f"angle between the settled and the {ref} update")
     finite = np.concatenate(values)[np.isfinite(np.concatenate(values))] if values else np.array([])
     if len(finite) and (finite > 0).all():
+        from matplotlib.ticker import FuncFormatter
+
         angle_ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.02, 3: not 2×10⁻², 3×10⁰
+        angle_ax.yaxis.set_major_formatter(plain)
+        angle_ax.yaxis.set_minor_formatter(plain)
     elif not len(finite):
         note(angle_ax, "no angle_layer<l> columns: run with --reference")
     for ax in (error_ax, angle_ax):
