@@ -197,13 +197,6 @@ def _versus(name: str):
     return draw
 
 
-def summary_kind(f: h5py.File) -> str | None:
-    """The kind of the protocol's summary figure (None for other files, or when none fits)."""
-    protocol = protocol_of(f)
-    spec = protocol.summary_figure() if protocol is not None else None
-    return spec.kind if spec is not None else None
-
-
 def _summary(f: h5py.File, groups: dict) -> list[tuple[str, object]]:
     """The protocol's summary figure (see biotp.plots.summary)."""
     from . import summary, versus
@@ -286,4 +279,4 @@ def run_plot(args) -> int:
 
 
 __all__ = ["KINDS", "plot", "figures", "sources", "add_plot_parser", "learning_curves", "angles", "jml",
-           "traces", "residual", "settling", "updates", "summary_kind"]
+           "traces", "residual", "settling", "updates"]
