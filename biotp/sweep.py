@@ -12,7 +12,8 @@ train, report each epoch's objective to the study and ask whether to stop.  What
 left is derived from the study alone, so a sweep killed anywhere resumes by running the same
 command: a RUNNING trial left behind is replaced by a new trial with the same parameters and
 run file (which resumes from its checkpoint), and only then marked FAIL with the user attr
-`replaced_by`; a (configuration, seed) is never run by two live trials.
+`replaced_by`; a (configuration, seed) is never run by two live trials.  A pruned trial's
+run file ends at the epoch before the one that stopped it (the study holds that epoch's value).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import itertools
 import math
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -148,6 +150,8 @@ class Search(Spec):
     def _budget(self):
         if self.sampler != "grid" and self.trials is None:
             raise ValueError(f"a {self.sampler} search needs `trials`, the number of configurations per rule")
+        if self.sampler == "grid" and self.trials is not None:
+            raise ValueError(f"a grid runs all of its points; got trials: {self.trials}, expected no `trials`")
         for path, param in self.space.items():
             if self.sampler == "grid" and param.categorical is None and param.points is None:
                 raise ValueError(f"space.{path}: a grid needs categorical values or `points` along the range")
@@ -440,8 +444,7 @@ class Driver:
                        "grid": optuna.samplers.RandomSampler}[search.sampler](seed=search.seed + i)
             study = optuna.create_study(storage=self.storage, study_name=sweep.study_name(rule), sampler=sampler,
                                         direction=sweep.spec.objective.direction, load_if_exists=True)
-            study.set_user_attr("out", str(sweep.out.resolve()))
-            study.set_user_attr("sweep", sweep.source)
+            _check_same_sweep(study, sweep)
             self.studies[rule] = _Study(rule, study, sweep.distributions(rule))
         self.mine: dict[int, Any] = {}  # trial id -> Trial run by this process
 
@@ -565,6 +568,25 @@ class Driver:
                         s.study.tell(trial, state=TrialState.PRUNED)
                 self.mine.pop(trial._trial_id)
                 self.log(_describe(s.rule, trial, result, self.sweep.spec.objective.metric))
+
+
+def _check_same_sweep(study, sweep: Sweep) -> None:
+    """A study continues only the sweep that made it: trials of another space, budget or
+    objective would be mixed into one ranking.  Only `search.trials` may grow."""
+    made = study.user_attrs.get("sweep")
+    spec = sweep.spec.model_dump(mode="json", exclude={"name", "out"})
+    spec["search"].pop("trials")
+    if made is None:
+        study.set_user_attr("sweep", spec)
+        study.set_user_attr("out", str(sweep.out.resolve()))
+        return
+    changed = [k for k in sorted(set(made) | set(spec)) if made.get(k) != spec.get(k)]
+    changed += [f"search.{k}" for k in sorted(set(made.get("search", {})) | set(spec["search"]))
+                if made.get("search", {}).get(k) != spec["search"].get(k)]
+    if changed:
+        raise ConfigError(f"{sweep.source}: the study {study.study_name!r} in {study.user_attrs.get('out')} was made "
+                          f"by a sweep with other {', '.join(c for c in changed if c != 'search')}; only search.trials "
+                          f"may change between runs; expected the same file, or another `out` (or `name`)")
 
 
 def _key(trial) -> tuple:
@@ -831,5 +853,5 @@ def cmd_sweep(args) -> int:
     result = report(sweep, storage=args.storage)
     print(result.markdown())
     if args.report:
-        print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=__import__("sys").stderr)
+        print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=sys.stderr)
     return 0

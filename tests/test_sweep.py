@@ -181,7 +181,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
     assert replaced and all(t.user_attrs["replaced_by"] in {d.number for d in done} for t in replaced)
     resumed = {t.user_attrs["resumes"]: t for t in done if "resumes" in t.user_attrs}
     assert 0 in resumed and resumed[0].user_attrs["run"] == str(first)  # continued trial 0's run file
-    for t in done:
+    for t in resumed.values():  # the interrupted trials equal uninterrupted training
         expected = reference("bp", t.params, t.user_attrs["seed"], epochs=2, limit=1000)
         assert_same_metrics(t.user_attrs["run"], expected)
 
@@ -236,9 +236,12 @@ def _with(path: str, value):
      ["search.space.algorithm.eta_hat", "has no field 'algorithm.eta_hat' under rule 'bp'"]),
     (_with("search", {"sampler": "random", "space": {"optimizer.lr": {"uniform": [0.001, 0.01]}}}),
      ["search: a random search needs `trials`"]),
-    (_with("search/sampler", "grid"), ["a grid needs categorical values or `points`"]),
+    (_with("search", {"sampler": "grid", "space": {"optimizer.lr": {"uniform": [0.001, 0.01]}}}),
+     ["search: space.optimizer.lr: a grid needs categorical values or `points` along the range"]),
+    (_with("search/sampler", "grid"), ["search: a grid runs all of its points; got trials: 2, expected no `trials`"]),
 ], ids=["unknown-key", "unknown-param-key", "missing-field", "inverted", "empty", "bool-epochs", "bool-bound",
-        "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range"])
+        "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range",
+        "grid-trials"])
 def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -256,3 +259,34 @@ def test_cli_reports_a_bad_sweep_in_one_line(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"biotp: error: {path}: rules: unknown rule 'backprop'")
+
+
+def test_a_changed_sweep_file_does_not_continue_the_study(local_sweeps):
+    sweep = local_sweeps["grid"]
+    spec = yaml.safe_load(Path(sweep.source).read_text())
+    spec["epochs"] = 2
+    changed = Path(sweep.source).with_name("grid-2-epochs.yaml")
+    changed.write_text(yaml.safe_dump({**spec, "name": "grid"}))
+    with pytest.raises(ConfigError, match=r"other epochs; only search.trials may change"):
+        run_sweep(load_sweep(changed, out=sweep.out), workers=1, log=lambda line: None)
+
+
+@pytest.mark.parametrize("name", ["mlp_digits", "dtp_mnist_7x240", "bartunov_mnist_fc"])
+def test_shipped_sweeps_are_valid(name):
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "analysis" / "sweeps" / f"{name}.yaml")
+    assert sweep.spec.search.sampler in ("tpe", "random") and len(sweep.spec.seeds) >= 2
+    for rule in sweep.spec.rules:
+        assert "optimizer.lr" in sweep.spaces[rule]
+        assert ("algorithm.eta_hat" in sweep.spaces[rule]) == (rule == "dtp")
+
+
+def test_table4_fields_reach_the_trial_circuit():
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "analysis" / "sweeps" / "bartunov_mnist_fc.yaml")
+    assert set(sweep.spaces["fa"]) == {"optimizer.lr", "optimizer.betas.1", "optimizer.eps"}
+    params = {"optimizer.lr": 2e-5, "optimizer.betas.1": 0.99, "feedback.optimizer.eps": 1e-6,
+              "feedback.noise": 0.05, "algorithm.eta_hat": 0.15}
+    circuit = sweep.trial_circuit("dtp", params, seed=3)
+    assert circuit.optimizer.betas == (0.9, 0.99) and circuit.optimizer.lr == 2e-5
+    assert circuit.feedback.optimizer.eps == 1e-6 and circuit.feedback.optimizer.betas == (0.9, 0.999)
+    assert (circuit.feedback.noise, circuit.algorithm.eta_hat, circuit.seed, circuit.schedule.epochs) == (0.05, 0.15, 3, 100)
+    assert circuit.schedule.feedback_training == "alternating" and circuit.algorithm.name == "dtp"
