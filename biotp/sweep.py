@@ -50,6 +50,7 @@ def _no_bool(value: Any) -> Any:
 
 Number = Annotated[float, BeforeValidator(_no_bool)]
 Count = Annotated[PositiveInt, BeforeValidator(_no_bool)]
+Natural = Annotated[NonNegativeInt, BeforeValidator(_no_bool)]
 Choice = StrictBool | StrictInt | StrictFloat | StrictStr | None  # what Optuna stores as a categorical value
 DISTRIBUTIONS = ("uniform", "log_uniform", "categorical")
 
@@ -84,6 +85,8 @@ class Param(Spec):
             raise ValueError(f"empty or inverted range: expected low < high; got [{bounds[0]}, {bounds[1]}]")
         if self.log_uniform is not None and self.log_uniform[0] <= 0:
             raise ValueError(f"log_uniform needs low > 0; got [{self.log_uniform[0]}, {self.log_uniform[1]}]")
+        if self.categorical is not None and len({repr(c) for c in self.categorical}) < len(self.categorical):
+            raise ValueError(f"categorical values repeat; expected distinct values, got {self.categorical}")
         if self.points is not None and self.categorical is not None:
             raise ValueError("points spreads a range; a categorical lists its values already")
         return self
@@ -124,8 +127,8 @@ class Pruner(Spec):
     `successive_halving`: keep the best 1/`reduction_factor` at epochs min_epochs·rf^k."""
 
     name: Literal["median", "successive_halving", "none"]
-    startup_trials: NonNegativeInt = 5
-    warmup_epochs: NonNegativeInt = 0
+    startup_trials: Natural = 5
+    warmup_epochs: Natural = 0
     min_epochs: Count = 1
     reduction_factor: Annotated[int, BeforeValidator(_no_bool), Field(ge=2)] = 3
 
@@ -142,7 +145,7 @@ class Pruner(Spec):
 class Search(Spec):
     sampler: Literal["grid", "random", "tpe"] = "tpe"
     trials: Count | None = Field(None, description="configurations per rule (random, tpe); a grid runs all of its points")
-    seed: NonNegativeInt = Field(0, description="the sampler's seed")
+    seed: Natural = Field(0, description="the sampler's seed")
     pruner: Pruner | None = Field(None, description="default: median for random and tpe, none for grid")
     space: dict[str, Param] = Field(min_length=1)
 
@@ -181,7 +184,7 @@ class SweepSpec(Spec):
     name: str | None = Field(None, description="study names and output directory; default: the file's stem")
     circuit: str = Field(description="circuit YAML, relative to the sweep file")
     rules: list[str] = Field(min_length=1)
-    seeds: list[NonNegativeInt] = Field([0], min_length=1)
+    seeds: list[Natural] = Field([0], min_length=1)
     epochs: Count
     limit: Count | None = Field(None, description="data.limit: train/test examples used")
     objective: Objective = Objective()
@@ -343,8 +346,13 @@ def storage_for(url: str):
     """An Optuna storage; SQLite waits for the lock instead of failing when workers write at once."""
     import optuna
 
+    import sqlalchemy
+
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        raise BiotpError(f"--storage {url}: cannot open the study database ({str(err).splitlines()[0]})") from None
 
 
 @dataclass(frozen=True)
@@ -557,6 +565,9 @@ class Driver:
                 exhausted.discard(s.rule)  # a completed lead opens its other seeds
                 try:
                     result = future.result()
+                except concurrent.futures.BrokenExecutor:
+                    raise BiotpError(f"{self.sweep.source}: a worker process died (out of memory, or killed) in "
+                                     f"{s.rule} trial {trial.number}; run the same command again to resume") from None
                 except BiotpError as err:  # e.g. divergence: the configuration failed, the sweep goes on
                     trial.set_user_attr(ERROR, str(err))
                     s.study.tell(trial, state=TrialState.FAIL)
@@ -747,13 +758,16 @@ def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> Sw
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    studies = {}
+    url = storage or default_storage(sweep)
+    missing = f"{sweep.source}: no study of this sweep in {url}; run `biotp sweep {sweep.source}` first"
+    if storage is None and not (sweep.out / "study.db").exists():
+        raise BiotpError(missing)
+    studies, opened = {}, storage_for(url)
     for rule in sweep.spec.rules:
         try:
-            studies[rule] = optuna.load_study(study_name=sweep.study_name(rule), storage=storage or default_storage(sweep))
+            studies[rule] = optuna.load_study(study_name=sweep.study_name(rule), storage=opened)
         except KeyError:
-            raise BiotpError(f"{sweep.source}: no study {sweep.study_name(rule)!r} in "
-                             f"{storage or default_storage(sweep)}; run `biotp sweep {sweep.source}` first") from None
+            raise BiotpError(missing) from None
     results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
     paths = _figures(sweep, studies, results) if figures else []
     out = SweepReport(sweep, results, paths)

@@ -239,9 +239,12 @@ def _with(path: str, value):
     (_with("search", {"sampler": "grid", "space": {"optimizer.lr": {"uniform": [0.001, 0.01]}}}),
      ["search: space.optimizer.lr: a grid needs categorical values or `points` along the range"]),
     (_with("search/sampler", "grid"), ["search: a grid runs all of its points; got trials: 2, expected no `trials`"]),
+    (_with("seeds", [0, True]), ["seeds.1: expected a number, not a boolean; got True"]),
+    (_with("search/space/optimizer.eps", {"categorical": [1.0e-6, 1.0e-6]}),
+     ["search.space.optimizer.eps: categorical values repeat; expected distinct values, got [1e-06, 1e-06]"]),
 ], ids=["unknown-key", "unknown-param-key", "missing-field", "inverted", "empty", "bool-epochs", "bool-bound",
         "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range",
-        "grid-trials"])
+        "grid-trials", "bool-seed", "repeated-categorical"])
 def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
