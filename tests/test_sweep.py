@@ -20,7 +20,7 @@ import yaml
 
 from biotp.circuit import load_circuit
 from biotp.cli import main
-from biotp.errors import ConfigError
+from biotp.errors import BiotpError, ConfigError
 from biotp.runs import open_run
 from biotp.sweep import load_sweep, report, run_sweep
 from biotp.training import train
@@ -148,8 +148,8 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
     # bp with batches of 4 on all of digits: about a second per epoch, time to kill inside epoch 2
     search = {"sampler": "grid", "space": {"optimizer.lr": {"categorical": [0.001, 0.002]},
                                            "data.batch_size": {"categorical": [4]}}}
-    sweep = load_sweep(write_sweep(tmp_path, "kill", search, epochs=2, limit=1000), out=tmp_path / "out")
-    path = tmp_path / "kill.yaml"
+    path = write_sweep(tmp_path, "kill", search, epochs=2, limit=1000)
+    sweep = load_sweep(path, out=tmp_path / "out")
     command = [sys.executable, "-m", "biotp.cli", "sweep", str(path), "--out", str(sweep.out), "--workers", "2"]
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = sweep.out.resolve() / "bp" / "trial-0000.h5"
@@ -159,7 +159,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
             if first.exists():
                 try:
                     epochs = len(open_run(first).metrics["epoch"])
-                except Exception:  # mid-rename
+                except BiotpError:  # caught between write and rename
                     continue
                 if epochs == 1:
                     break
@@ -171,6 +171,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
     before = trials_of(sweep)
     assert any(t.state.name == "RUNNING" for t in before)
     assert len(open_run(first).metrics["epoch"]) == 1
+    first_epoch_seconds = open_run(first).metrics["seconds"][0]
 
     run_sweep(sweep, workers=2, executor=pool, log=lambda line: None)
     trials = trials_of(sweep)
@@ -180,7 +181,8 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
     replaced = [t for t in trials if t.state.name == "FAIL"]
     assert replaced and all(t.user_attrs["replaced_by"] in {d.number for d in done} for t in replaced)
     resumed = {t.user_attrs["resumes"]: t for t in done if "resumes" in t.user_attrs}
-    assert 0 in resumed and resumed[0].user_attrs["run"] == str(first)  # continued trial 0's run file
+    assert 0 in resumed and resumed[0].user_attrs["run"] == str(first)  # continued trial 0's run file,
+    assert open_run(first).metrics["seconds"][0] == first_epoch_seconds  # from its checkpoint, not from scratch
     for t in resumed.values():  # the interrupted trials equal uninterrupted training
         expected = reference("bp", t.params, t.user_attrs["seed"], epochs=2, limit=1000)
         assert_same_metrics(t.user_attrs["run"], expected)
