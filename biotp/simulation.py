@@ -9,7 +9,12 @@ to an HDF5 run file:
   /traces/<population>/<variable>   attrs: times (s), time_unit "s", unit "1"
   /settling/{forward,target}_steps  [example]
   /settling/{forward,target}_residual  [example, layer]  ‖dy_l/dt‖ (1/s) at the end
+  /stream/index                     [example] int64: each presented example's index in the
+                                    dataset split it was drawn from (attrs dataset, split;
+                                    split "given" when the caller passed x, y: 0..n-1)
+  /stream/label                     [example] int64: its label (when the labels are integers)
   /summary/<name>                   scalars of the printed summary
+Files written before /stream existed lack it; readers treat it as optional.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ def _device(device: str | None) -> torch.device:
 
 
 def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
-    """(train stream x, y; test x, y) from the circuit's dataset, shuffled by `seed`."""
+    """(train stream x, y; test x, y; the stream's indices into the training split) from the
+    circuit's dataset, shuffled by `seed`; the indices let a run file name what it presented."""
     from . import data as D
 
     d = circuit.data
@@ -98,7 +104,7 @@ def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
     order = torch.randperm(len(splits.train.y), generator=g)
     if examples is not None:
         order = order[:examples]
-    return splits.train.x[order], splits.train.y[order], splits.test.x, splits.test.y
+    return splits.train.x[order], splits.train.y[order], splits.test.x, splits.test.y, order
 
 
 def simulate(
@@ -156,15 +162,20 @@ def simulate(
 
     check_layers(circuit)  # before any data is read
     if x is None:
-        x, y, tx, ty = _stream(circuit, examples, data_dir, circuit.seed)
+        x, y, tx, ty, index = _stream(circuit, examples, data_dir, circuit.seed)
         test = test if test is not None else (tx, ty)
+        drawn = {"dataset": circuit.data.dataset, "split": "train"}
     else:
         x, y = x[:examples], y[:examples]
         test = test if test is not None else (x, y)
+        index = torch.arange(len(x))
+        drawn = {"split": "given", "note": "x, y passed by the caller: the index is the position in them"}
     presentation = spec.forward_phase + spec.target_phase
     if duration is not None:
         seconds = duration if isinstance(duration, (int, float)) else parse_quantity(duration, "time")
-        x, y = x[: max(1, int(round(seconds / presentation, 9)))], y[: max(1, int(round(seconds / presentation, 9)))]
+        n = max(1, int(round(seconds / presentation, 9)))
+        x, y = x[:n], y[:n]
+    index = index[: len(x)]
     x = x.flatten(1).to(dev, dtype)
     y = y.to(dev)
     model, engine, loss = build(circuit, backend, x.shape[1], device=dev, dtype=dtype, codegen=codegen, net=net)
@@ -220,11 +231,21 @@ def simulate(
                                              "dims": "time, example, neuron"}) for var, arr in vs.items()}
                        for pop, vs in traces.items()},
             "settling": settling,
+            "stream": stream_tree(index, y, drawn),
             "summary": {k: np.asarray(v) for k, v in summary.items()},
         }
         attrs = run_attrs(circuit, command, kind="simulate", backend=backend, device=str(dev))
         run.path = write_run(out, attrs, tree)
     return run
+
+
+def stream_tree(index: torch.Tensor, y: torch.Tensor, drawn: dict) -> dict:
+    """/stream: which examples were presented (index into the split, attrs `drawn`) and their
+    labels, so an export can name them; no label for non-integer targets."""
+    tree = {"index": Leaf(np.asarray(index.cpu(), dtype=np.int64), {**drawn, "dims": "example"})}
+    if y.ndim == 1 and not torch.is_floating_point(y):
+        tree["label"] = Leaf(np.asarray(y.cpu(), dtype=np.int64), {"dims": "example"})
+    return tree
 
 
 def build(circuit: Circuit, backend: str, input_size: int, *, device="cpu", dtype=torch.float64,

@@ -12,11 +12,13 @@ import torch
 import yaml
 
 from biotp import protocols as P
+from biotp import data as D
 from biotp.circuit import load_circuit
 from biotp.cli import main
 from biotp.dynamics.model import build_model
 from biotp.errors import BiotpError, RunFileError
 from biotp.nwb import export_nwb
+from biotp.simulation import simulate
 
 pynwb = pytest.importorskip("pynwb")
 torch.set_num_threads(1)
@@ -104,7 +106,7 @@ def test_a_simulate_file_round_trips(simulated):
         np.testing.assert_allclose(trials.start_time, np.arange(n) * PRESENTATION, atol=1e-12)
         np.testing.assert_allclose(trials.stop_time, (np.arange(n) + 1) * PRESENTATION, atol=1e-12)
         np.testing.assert_allclose(trials.target_onset_time, np.arange(n) * PRESENTATION + FORWARD, atol=1e-12)
-        assert list(trials.example_index) == [0, 1, 2] and trials.recorded.all()
+        assert list(trials.presentation_index) == [0, 1, 2] and trials.recorded.all()
         for key in ("forward_steps", "target_steps", "forward_residual", "target_residual"):
             np.testing.assert_array_equal(np.stack(trials[key].to_numpy()), f[f"settling/{key}"][()])
 
@@ -151,7 +153,7 @@ def test_a_protocol_file_round_trips(protocol_run):
         np.testing.assert_allclose(trials.start_time, k * T, atol=1e-12)
         np.testing.assert_allclose(trials.stop_time, (k + 1) * T, atol=1e-12)
         np.testing.assert_allclose(trials.presentation_stop_time, k * T + PRESENTATION, atol=1e-12)
-        assert list(trials.example_index) == list(2 * k)
+        assert list(trials.presentation_index) == list(2 * k)
         assert list(trials.recorded) == [True, False, False, True, False, True]
         assert list(trials.phase) == ["baseline"] * 2 + ["lesion"] * 2 + ["recovery"] * 2
         assert list(trials.beta) == [0.5, 0.5, 0.5, 0.3, 0.3, 0.5]  # window [75, 125) ms: onsets 75 and 100 ms
@@ -181,6 +183,69 @@ def test_a_protocol_file_round_trips(protocol_run):
     with h5py.File(out) as nf:  # written chunked and compressed
         data = nf["acquisition/layer1_h/data"]
         assert data.compression == "gzip" and data.chunks is not None
+
+
+def train_split():
+    """The training split of the circuit both fixtures run, loaded here as biotp.data does."""
+    d = load_circuit(MLP).data
+    return D.load(d.dataset, val_split=d.val_split, seed=load_circuit(MLP).seed, limit=d.limit,
+                  synthetic=d.synthetic.model_dump()).train
+
+
+def test_a_simulate_export_names_the_presented_examples(simulated):
+    """example_index and label come from /stream, and are the dataset's: the input population's
+    trace is the image at that index, the label that image's label."""
+    src, out = simulated
+    train = train_split()
+    io, nwb = read(out)
+    with io, h5py.File(src) as f:
+        index, label = f["stream/index"][()], f["stream/label"][()]
+        assert f["stream/index"].attrs["split"] == "train" and f["stream/index"].attrs["dataset"] == "digits"
+        trials = nwb.trials.to_dataframe()
+        np.testing.assert_array_equal(trials.example_index.to_numpy(), index)
+        np.testing.assert_array_equal(trials.label.to_numpy(), label)
+        np.testing.assert_array_equal(train.y[index].numpy(), label)
+        shown = f["traces/input/h"][0]  # [example, neuron] at the forward phase's first sample
+        np.testing.assert_allclose(shown, train.x[index].flatten(1).numpy(), rtol=0, atol=1e-6)
+        assert list(index) != list(range(len(index)))  # shuffled: not the presentation order
+        assert "example_index" in nwb.stimulus_notes
+
+
+def test_a_protocol_export_names_each_trials_examples(protocol_run):
+    src, out = protocol_run
+    train = train_split()
+    io, nwb = read(out)
+    with io, h5py.File(src) as f:
+        g = f["points/p000/stimuli"]
+        index, label = g["index"][()], g["label"][()]
+        assert index.shape == label.shape == (6, 2) and g["index"].attrs["split"] == "train"
+        trials = nwb.trials.to_dataframe()
+        np.testing.assert_array_equal(np.stack(trials.example_index.to_numpy()), index)
+        np.testing.assert_array_equal(np.stack(trials.label.to_numpy()), label)
+        np.testing.assert_array_equal(train.y[index].numpy(), label)
+        shown = f["points/p000/traces/input/h"][0]  # recorded trials 0, 3, 5, two examples each
+        np.testing.assert_allclose(shown, train.x[index[[0, 3, 5]].ravel()].flatten(1).numpy(), rtol=0, atol=1e-6)
+        assert len(np.unique(index)) == index.size  # 12 distinct shuffled examples
+
+
+@pytest.mark.parametrize("made, group", [("simulated", "stream"), ("protocol_run", "points/p000/stimuli")])
+def test_older_run_files_without_the_presented_examples_still_export(made, group, request, tmp_path):
+    old = tmp_path / "old.h5"
+    old.write_bytes(request.getfixturevalue(made)[0].read_bytes())
+    with h5py.File(old, "a") as f:
+        del f[group]
+    io, nwb = read(export_nwb(old, tmp_path / "old.nwb"))
+    with io:
+        columns = nwb.trials.colnames
+        assert "presentation_index" in columns and "example_index" not in columns and "label" not in columns
+
+
+def test_a_stream_given_as_tensors_is_indexed_by_position(tmp_path):
+    x, y = torch.rand(2, 64), torch.tensor([7, 2])
+    simulate(MLP, x=x, y=y, out=tmp_path / "s.h5")
+    with h5py.File(tmp_path / "s.h5") as f:
+        assert list(f["stream/index"][()]) == [0, 1] and list(f["stream/label"][()]) == [7, 2]
+        assert f["stream/index"].attrs["split"] == "given"
 
 
 def test_sweep_points_follow_each_other_on_the_session_time_axis(tmp_path):

@@ -13,8 +13,10 @@ sweep's points follow each other, each from the same initial network.
                                 data.reshape(trials, n, batch, neurons).swapaxes(0, 1).reshape(n, -1, neurons)
   /stimulus/input_h           the presented inputs, when the input population was recorded
   /intervals/trials           start/stop, target_onset_time, presentation_stop_time,
-                              example_index, recorded; simulate: settling steps and residuals;
-                              protocol: point, phase, beta, interventions
+                              presentation_index, example_index and label (the dataset
+                              index and label of the presented example; [trial, example]
+                              with batch > 1), recorded; simulate: settling steps and
+                              residuals; protocol: point, phase, beta, interventions
   /intervals/phases           a protocol's phases; /intervals/interventions their windows
   /processing/evaluation      evaluations (one row per evaluation; simulate: before/after) and
                               summary tables
@@ -22,8 +24,10 @@ sweep's points follow each other, each from the same initial network.
   /processing/weights         forward.layer<l>: the weights at the end of each point
   general                     notes: root attributes and the circuit YAML; protocol: the
                               protocol YAML; source_script: the command; was_generated_by
-In a sweep every per-point name starts with the point's key (p001_layer1_h).  The labels of
-the presented examples are not in run files, so not in the export.
+In a sweep every per-point name starts with the point's key (p001_layer1_h).  Run files
+written before /stream (simulate) and /points/pNNN/stimuli (protocol) existed do not name the
+presented examples: their export has no example_index or label column.  The presented images
+themselves are exported only as the input population's trace: record `input: [h]`.
 """
 
 from __future__ import annotations
@@ -34,11 +38,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BiotpError, RunFileError
-from ..runs import atomic_output, run_file, version
+from ..runs import atomic_output, attributes, run_file, version
 from .cli import add_export_parser, add_nwb_option, check_nwb_option, export_after_run
-from .source import (EXPECTED, Point, Source, Trace, beta_in_force, dataset, intervention_text, read_source,
-                     residuals, traces)
+from .source import (EXPECTED, Point, Source, Trace, beta_in_force, dataset, intervention_text, presented,
+                     read_source, residuals, traces)
 
+# run-file dataset -> trials column: the presented examples, when the run file names them
+PRESENTED = {"index": ("example_index", "index of the presented example in the dataset split it was drawn from "
+                                        "(general/stimulus_notes names dataset and split)"),
+             "label": ("label", "label of the presented example")}
 SYNTHETIC_CONSTRUCT = "http://purl.obolibrary.org/obo/NCBITaxon_32630"  # NCBI taxonomy: "synthetic construct"
 
 
@@ -134,13 +142,18 @@ def _layout_note(source: Source) -> str:
 def _stimulus_note(source: Source) -> str:
     pt = source.points[0]
     d = pt.circuit.data
-    if pt.protocol is None:
+    index = pt.group.get("stream/index")
+    if pt.protocol is None and index is not None and attributes(index).get("split") == "given":
+        which = f"a stream of {pt.n_trials} examples passed to biotp.simulate (example_index: their position)"
+    elif pt.protocol is None:
         which = f"a stream of {pt.n_trials} shuffled training examples of {d.dataset}, one per trial"
     else:
         s = pt.protocol.stimuli
         which = f"{s.order} examples of the {s.split} split of {d.dataset}, {s.batch} side by side per trial"
     return (f"Stimuli: {which}; each is clamped on the input population for the forward and the target phase. "
-            "The presented inputs are under /stimulus when the input population was recorded.")
+            "The presented inputs are under /stimulus when the input population was recorded. The trials "
+            "table's example_index (when present) indexes that split as biotp.data.load returns it with the "
+            "circuit's data.val_split, data.limit and seed.")
 
 
 # ------------------------------------------------------------------ intervals
@@ -162,7 +175,9 @@ def _trials(source: Source):
     def add(name: str, description: str, values) -> None:
         columns.setdefault(name, (description, []))[1].append(np.asarray(values))
 
-    for pt in source.points:
+    shown = [presented(source, pt) for pt in source.points]
+    width = max(pt.batch for pt in source.points)
+    for i, pt in enumerate(source.points):
         k = np.arange(pt.n_trials)
         onset = pt.onsets(k)
         add("start_time", "trial onset (s): the forward phase starts", onset)
@@ -172,8 +187,13 @@ def _trials(source: Source):
             onset + pt.forward_phase)
         add("presentation_stop_time", "end of the target phase (s); the input is blank from here to stop_time",
             onset + pt.presentation)
-        add("example_index", "index of the trial's first example in presentation order (the trial shows "
-                             "examples example_index ... example_index + batch - 1)", k * pt.batch)
+        add("presentation_index", "index of the trial's first example in presentation order (the trial shows "
+                                  "examples presentation_index ... presentation_index + batch - 1)", k * pt.batch)
+        for name, (column, description) in PRESENTED.items():
+            if all(name in s for s in shown):  # older run files: no such column
+                values = np.pad(shown[i][name], ((0, 0), (0, width - pt.batch)), constant_values=-1)
+                add(column, description + (f" ([trial, example]: {width} per trial, -1 past a point's batch)"
+                                           if width > 1 else ""), values if width > 1 else values[:, 0])
         add("recorded", "whether the trial's traces were recorded", np.isin(k, pt.recorded))
         if pt.protocol is None:
             _settling_columns(source, pt, add)

@@ -327,6 +327,26 @@ def si_unit(text: str) -> str:
     return re.sub(r"[A-Za-z]+", lambda m: _SYMBOLS.get(m.group(0), m.group(0)), str(text).strip()) or "n.a."
 
 
+# ------------------------------------------------------------------ the presented examples
+
+
+def presented(source: Source, pt: Point) -> dict[str, np.ndarray]:
+    """{'index', 'label'}: each trial's examples [trial, batch] as indices into the dataset
+    split they came from, and their labels (/stream of a simulate file, /points/pNNN/stimuli
+    of a protocol point); only those the file has, since older files have neither."""
+    group = pt.group.get("stream" if pt.protocol is None else "stimuli", {})
+    out = {}
+    for name in ("index", "label"):
+        if name not in group:
+            continue
+        ds = group[name]
+        if ds.size != pt.n_trials * pt.batch:
+            raise RunFileError(f"{source.path}: {ds.name} has shape {list(ds.shape)}; expected {pt.n_trials} "
+                               f"trials x {pt.batch} examples")
+        out[name] = np.asarray(ds[()], dtype=np.int64).reshape(pt.n_trials, pt.batch)
+    return out
+
+
 # ------------------------------------------------------------------ per-trial protocol values
 
 
@@ -342,4 +362,4 @@ def beta_in_force(pt: Point, active) -> float:
     return next((iv.value for _, iv in reversed(active) if iv.kind == "beta"), pt.circuit.dynamics.target.beta)
 
 
-__all__ = ["EXPECTED", "Point", "Source", "Trace", "dataset", "read_source", "residuals", "traces"]
+__all__ = ["EXPECTED", "Point", "Source", "Trace", "dataset", "presented", "read_source", "residuals", "traces"]

@@ -11,6 +11,9 @@ The run file (HDF5, written atomically after every point, resumed point by point
                         within a trial), trials
       residual/<phase>  [time, example, layer] ‖dy_l/dt‖ (1/s); attrs times, layers
       weights/W<l>      forward weights at the end
+      stimuli/index     [trial, example] int64: each trial's examples as indices into the
+                        stimuli split (attrs dataset, split); absent in older files
+      stimuli/label     [trial, example] int64: their labels
       summary/<name>    scalars
 """
 
@@ -91,9 +94,10 @@ def point_group(pt: Point, tree: dict) -> dict:
 # ----------------------------------------------------- one continuous point's tree
 
 
-def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorded, wall) -> dict:
+def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorded, wall, stimuli=None) -> dict:
     """The tree of one point run on the torch or brian2 engine: metrics rows, traces of the
-    recorded trials, residuals, the final forward weights `weights` (W_1 ... W_L), summary."""
+    recorded trials, residuals, the final forward weights `weights` (W_1 ... W_L), the
+    presented examples `stimuli` (a `stimuli_tree`), summary."""
     n_f = spec.steps(spec.forward_phase)
     times = np.arange(0, n_f + spec.steps(spec.target_phase) + 1, spec.record_every) * spec.dt
     trials = np.array(sorted(recorded & set(range(protocol.trials))))
@@ -104,10 +108,21 @@ def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorde
     if residual:
         tree["residual"] = _residual(residual, times, n_f // spec.record_every, spec.forward_phase)
     tree["weights"] = {f"W{l}": W.detach().cpu().numpy() for l, W in enumerate(weights, start=1)}
+    if stimuli is not None:
+        tree["stimuli"] = stimuli
     m = tree["metrics"]
     tree["summary"] = {"wall_time": np.asarray(wall), "trials": np.asarray(protocol.trials),
                        "final_test_error": np.asarray(m["test_error"][-1])}
     return tree
+
+
+def stimuli_tree(protocol: Protocol, dataset: str, index, labels) -> dict:
+    """/stimuli of a point: the presented examples' indices into the stimuli split and their
+    labels, [trial, example], so an export can name what each trial showed."""
+    shape = (protocol.trials, protocol.stimuli.batch)
+    attrs = {"dataset": dataset, "split": protocol.stimuli.split, "dims": "trial, example"}
+    return {"index": Leaf(np.asarray(index, dtype=np.int64).reshape(shape), attrs),
+            "label": Leaf(np.asarray(labels, dtype=np.int64).reshape(shape), {"dims": "trial, example"})}
 
 
 def _traces(protocol: Protocol, traces: dict, times, trials, forward_phase: float) -> tuple[dict, dict]:

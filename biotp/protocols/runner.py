@@ -12,7 +12,7 @@ from ..errors import DivergenceError
 from ..runs import write_run
 from ..dynamics.reference import Reference
 from .interventions import Interventions
-from .results import ProtocolRun, file_attrs, finished_points, point_group, point_tree
+from .results import ProtocolRun, file_attrs, finished_points, point_group, point_tree, stimuli_tree
 from .schema import Protocol, _assign, load_protocol, parse_protocol
 from .sweep import Point, points
 from .timeline import Timeline, trial_time
@@ -92,6 +92,7 @@ class ContinuousRun:
         order = torch.randperm(len(stim.y), generator=g) if p.stimuli.order == "shuffled" else torch.arange(len(stim.y))
         order = order.repeat(-(-n // len(order)))[:n]  # cycle through the split when count exceeds it
         self.x, self.y = self._to(stim.x[order]), stim.y[order].to(self.device)
+        self.stimuli = stimuli_tree(p, d.dataset, order.numpy(), stim.y[order].numpy())
         ev = getattr(splits, p.evaluate.split)
         self.ex, self.ey = self._to(ev.x[: p.evaluate.count]), ev.y[: p.evaluate.count].to(self.device)
 
@@ -136,7 +137,8 @@ class ContinuousRun:
             bar.close()
         wall = clock.perf_counter() - start
         W = self.engine.parameters().W
-        return point_tree(p, self.spec, [W[l] for l in range(1, self.model.L + 1)], log.metrics, traces, recorded, wall)
+        return point_tree(p, self.spec, [W[l] for l in range(1, self.model.L + 1)], log.metrics, traces, recorded, wall,
+                          self.stimuli)
 
     def _trial(self, k: int, recorded: bool, h0, ref: Reference | None):
         """Present trial k under the interventions active at its onset; the presentation."""
