@@ -33,7 +33,7 @@ import yaml
 
 from .circuit import Circuit, load_circuit, parse_circuit
 from .errors import BiotpError
-from .runs import open_run, run_attrs, write_run
+from .runs import claim, open_run, release, run_attrs, write_run
 from .training import train
 
 TABLE_COLUMNS = ("algorithm", "epochs", "final_test_error", "best_val_test_error", "seconds_per_epoch", "ratio_to_bp")
@@ -173,6 +173,7 @@ def compare(
         return Comparison(algorithms, runs, summary_table(algorithms, runs))
 
     out = Path(out)
+    claim(out)  # before any work: a second writer of `out` is refused now
     done: dict[str, dict] = {}
     order = list(algorithms)
     if out.exists():
@@ -216,6 +217,7 @@ def compare(
         done[alg] = {"metrics": run.metrics, "checkpoint": run.checkpoint}
         save()
         partial.unlink()
+    release(out)
     return open_comparison(out)
 
 

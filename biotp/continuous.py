@@ -30,7 +30,7 @@ from .progress import bar as progress_bar
 from .circuit import Circuit
 from .engines.base import Parameters, check_finite
 from .errors import BiotpError
-from .runs import Run, open_run, run_attrs, write_run
+from .runs import Run, claim, open_run, release, run_attrs, write_run
 
 PARTS = ("W", "b", "V", "c")
 
@@ -69,6 +69,8 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     if circuit.dynamics is None:
         circuit = circuit.with_updates("dynamics={}")
     check_layers(circuit)
+    if out is not None:
+        claim(out)  # before any work: a second writer of `out` is refused now
     dev = _device(device) if engine == "torch" else torch.device("cpu")
     dtype = torch.float64 if engine == "brian2" else getattr(torch, circuit.dynamics.dtype)
     d = circuit.data
@@ -111,6 +113,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
                     "checkpoint": _state(eng, epoch, ref)}
             write_run(out, attrs, tree)
     if out is not None:
+        release(out)
         return open_run(out)
     return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
 

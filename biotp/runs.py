@@ -10,6 +10,10 @@ Layout (readable by any HDF5 tool):
 
 The file is written whole to `<name>.tmp-<pid>` and renamed over the old one, so an
 interrupted write never leaves a corrupt run file: the last complete version survives.
+One process writes a run file at a time: `claim` takes an advisory lock (`<name>.lock`,
+flock, the holder's pid inside) that a second writer is refused by; the operating system
+drops it when the holder dies, so a killed run never blocks the next one, which also
+removes the temporary files killed writers left.
 """
 
 from __future__ import annotations
@@ -88,6 +92,68 @@ def _write_tree(group: h5py.Group, tree: Tree) -> None:
             ds.attrs[k] = v
 
 
+_CLAIMS: dict[Path, list] = {}  # run file -> [lock file descriptor, claims by this process]
+
+
+def claim(path: str | Path) -> None:
+    """Take the run file `path` for this process (again: a no-op, counted), or raise a
+    BiotpError naming the process that holds it; temporary files of dead writers go."""
+    import fcntl
+
+    path = Path(path).resolve()
+    if path in _CLAIMS:
+        _CLAIMS[path][1] += 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BiotpError(f"{path}: another process (pid {holder}) is writing this run file; wait for it to "
+                             f"finish or write elsewhere (--out)") from None
+        try:  # the lock file we hold must still be the one at its path (a releaser unlinks it)
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _CLAIMS[path] = [fd, 1]
+    left = [*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f"{path.stem}.tmp-*{path.suffix}")]
+    for tmp in left:  # by writers that were killed (atomic_output's names)
+        pid = tmp.name.rsplit(".tmp-", 1)[1].removesuffix(path.suffix)
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def release(path: str | Path) -> None:
+    """Give back one claim on `path`; the last one unlocks it and removes the lock file."""
+    path = Path(path).resolve()
+    held = _CLAIMS.get(path)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] == 0:
+        del _CLAIMS[path]
+        path.with_name(path.name + ".lock").unlink(missing_ok=True)  # before unlocking: see claim
+        os.close(held[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_output(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` to write to (`<name>.tmp-<pid>`, or with `keep_suffix`
@@ -108,14 +174,22 @@ def atomic_output(path: str | Path, keep_suffix: bool = False) -> Iterator[Path]
 
 
 def write_run(path: str | Path, attrs: Mapping[str, Any], tree: Tree) -> Path:
-    """Write the whole run file atomically: temporary file, flush, fsync, rename."""
+    """Write the whole run file atomically: temporary file, flush, fsync, rename -- claimed
+    for the write unless the caller holds it (`claim`) across its epochs already."""
     path = Path(path)
-    with atomic_output(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for k, v in attrs.items():
-                f.attrs[k] = v if v is not None else ""
-            _write_tree(f, tree)
-            f.flush()
+    own = path.resolve() not in _CLAIMS
+    if own:
+        claim(path)
+    try:
+        with atomic_output(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                for k, v in attrs.items():
+                    f.attrs[k] = v if v is not None else ""
+                _write_tree(f, tree)
+                f.flush()
+    finally:
+        if own:
+            release(path)
     return path
 
 

@@ -34,7 +34,7 @@ from .dynamics.reference import settled_error
 from .engines.base import check_finite
 from .errors import BiotpError, ConfigError
 from .nwb import add_nwb_option, check_nwb_option, export_after_run
-from .runs import Leaf, run_attrs, write_run
+from .runs import Leaf, claim, release, run_attrs, write_run
 
 BACKENDS = ("torch", "brian2")
 
@@ -157,6 +157,8 @@ def simulate(
     spec = circuit.dynamics
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if out is not None:
+        claim(out)  # before any work: a second writer of `out` is refused now
     dev = _device(device) if backend == "torch" else torch.device("cpu")
     dtype = torch.float64 if backend == "brian2" else getattr(torch, spec.dtype)  # brian2 computes in float64
 
@@ -236,6 +238,7 @@ def simulate(
         }
         attrs = run_attrs(circuit, command, kind="simulate", backend=backend, device=str(dev))
         run.path = write_run(out, attrs, tree)
+        release(out)
     return run
 
 

@@ -25,7 +25,7 @@ from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
 from .errors import BiotpError, DivergenceError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
-from .runs import Run, open_run, run_attrs, write_run
+from .runs import Run, claim, open_run, release, run_attrs, write_run
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
@@ -256,6 +256,8 @@ def train(
                          f"to compare with BP's; expected autoencoder.tied: false")
     if epochs is not None:
         circuit = circuit.with_updates(f"schedule.epochs={epochs}")
+    if out is not None:
+        claim(out)  # before any work: a second writer of `out` is refused now
     session = Session(circuit, data_dir=data_dir, device=device)
     if resume is not None:
         if "checkpoint" not in previous.groups:
@@ -287,5 +289,6 @@ def train(
             tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}, "checkpoint": session.state(epoch)}
             write_run(out, attrs, tree)
     if out is not None:
+        release(out)
         return open_run(out)
     return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}

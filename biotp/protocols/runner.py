@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DivergenceError
-from ..runs import write_run
+from ..runs import claim, release, write_run
 from ..dynamics.reference import Reference
 from .interventions import Interventions
 from .results import ProtocolRun, file_attrs, finished_points, point_group, point_tree, stimuli_tree
@@ -26,6 +26,8 @@ def run_protocol(protocol: Protocol | str | Path, *, out: str | Path | None = No
     protocol = _with_overrides(protocol, overrides)
     pts = points(protocol)
     attrs = file_attrs(protocol, pts, command)
+    if out is not None:
+        claim(out)  # before any work: a second writer of `out` is refused now
     tree: dict = {"points": finished_points(out, attrs)}
     for pt in pts:
         if pt.key in tree["points"]:
@@ -35,6 +37,8 @@ def run_protocol(protocol: Protocol | str | Path, *, out: str | Path | None = No
         tree["points"][pt.key] = point_group(pt, _run_point(pt, data_dir, progress))
         if out is not None:
             write_run(out, attrs, tree)
+    if out is not None:
+        release(out)
     return ProtocolRun(protocol, pts, tree["points"], Path(out) if out is not None else None)
 
 
