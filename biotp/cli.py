@@ -93,13 +93,15 @@ def _extensions():
     return found
 
 
-def _circuit(args):
+def _circuit(args, base=None):
+    """The command's circuit: its file (or `base`, a resumed run's) with --set, --seed and
+    --algorithm applied."""
     from .circuit import load_circuit
 
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    circuit = load_circuit(args.circuit, overrides)
+    circuit = load_circuit(args.circuit, overrides) if base is None else base.with_updates(*overrides)
     if getattr(args, "algorithm", None):
         circuit = circuit.with_algorithm(args.algorithm)
     return circuit
@@ -111,6 +113,10 @@ def cmd_train(args) -> int:
     if args.circuit is None and args.resume is None:
         raise BiotpError("train: give a CIRCUIT file, or --resume RUN.h5")
     circuit = _circuit(args) if args.circuit else None
+    if circuit is None and (args.overrides or args.seed is not None or args.algorithm):
+        from .runs import open_run  # the run's own circuit with the changes, which train() then refuses by name
+
+        circuit = _circuit(args, base=open_run(args.resume).circuit)
     out = args.out
     if out is None and args.resume is None:
         out = f"runs/{circuit.name}-{circuit.algorithm.name}.h5"
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("biotp: interrupted; the run file keeps its last complete epoch", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (biotp inspect RUN.h5 | head)
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,7 +33,7 @@ import yaml
 
 from .circuit import Circuit, load_circuit, parse_circuit
 from .errors import BiotpError
-from .runs import claim, open_run, release, run_attrs, write_run
+from .runs import check_same_circuit, claim, open_run, release, run_attrs, write_run
 from .training import train
 
 TABLE_COLUMNS = ("algorithm", "epochs", "final_test_error", "best_val_test_error", "seconds_per_epoch", "ratio_to_bp")
@@ -133,13 +133,7 @@ def _partial_path(out: Path, algorithm: str) -> Path:
 
 
 def _check_same_circuit(stored_yaml: str, circuit: Circuit, path: Path) -> None:
-    """A file may be resumed (and extended to more epochs) only with the circuit it was made with."""
-    stored = parse_circuit(yaml.safe_load(stored_yaml), f"{path}:/circuit_yaml")
-    if circuit.with_updates(f"schedule.epochs={stored.schedule.epochs}").to_yaml() != stored.to_yaml():
-        raise BiotpError(
-            f"{path}: was made with a different circuit (or seed) than this command's; "
-            f"give another --out, or delete the file to start over"
-        )
+    check_same_circuit(parse_circuit(yaml.safe_load(stored_yaml), f"{path}:/circuit_yaml"), circuit, path)
 
 
 def compare(

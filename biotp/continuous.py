@@ -30,7 +30,7 @@ from .progress import bar as progress_bar
 from .circuit import Circuit
 from .engines.base import Parameters, check_finite
 from .errors import BiotpError
-from .runs import Run, claim, open_run, release, run_attrs, write_run
+from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
 
 PARTS = ("W", "b", "V", "c")
 
@@ -58,6 +58,8 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
         reference = reference or any(k.startswith("angle_layer") for k in previous.metrics)
         if previous.attrs.get("kind") != "continuous":
             raise BiotpError(f"{resume}: not a continuous-time training run (kind {previous.attrs.get('kind')!r})")
+        if circuit is not None:
+            check_same_circuit(previous.circuit, circuit, resume)
         circuit, out = circuit or previous.circuit, out or resume
         engine = previous.attrs.get("engine", engine)
         for k, v in previous.metrics.items():
@@ -94,6 +96,8 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
             ref.params = _parameters(previous.checkpoint["reference"], torch.float64, torch.device("cpu"))
     attrs = run_attrs(circuit, command, kind="continuous", engine=engine, rule=circuit.dynamics.plasticity.rule,
                       device=str(dev))
+    if previous is not None:
+        attrs = resumed_attrs(previous.attrs, attrs)
     total = circuit.schedule.epochs
     for epoch in range(start, total + 1):
         t0 = time.perf_counter()

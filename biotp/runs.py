@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 
 import h5py
 import numpy as np
+import yaml
 
 from .errors import BiotpError
 
@@ -61,6 +62,35 @@ def run_attrs(circuit, command: str | None = None, **extra) -> dict:
         "circuit_yaml": circuit.to_yaml(),
         **extra,
     }
+
+
+def check_same_circuit(stored, circuit, path) -> None:
+    """A run file is resumed (and extended to more epochs) only with the circuit it was made
+    with: else a BiotpError naming each field that differs, stored -> given."""
+    stored_tree = _flat(yaml.safe_load(stored.to_yaml()))
+    given = _flat(yaml.safe_load(circuit.with_updates(f"schedule.epochs={stored.schedule.epochs}").to_yaml()))
+    diff = [f"{k}: {stored_tree.get(k)!r} -> {given.get(k)!r}" for k in sorted(set(stored_tree) | set(given))
+            if stored_tree.get(k) != given.get(k)]
+    if diff:
+        shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+        raise BiotpError(f"{path}: a resumed run keeps the configuration it was made with (only the epochs may grow); "
+                         f"this command changes {shown}. Write a new run (another --out) to change them")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def resumed_attrs(previous: Mapping[str, Any], attrs: dict) -> dict:
+    """A resumed run's root attributes: the first command and creation time kept, each
+    resume appended to `resumes` (time and command), so the file tells its whole history."""
+    entry = f"{attrs['created']} {attrs['command']}"
+    history = str(previous.get("resumes", "")).strip()
+    return {**attrs, "command": previous.get("command", attrs["command"]),
+            "created": previous.get("created", attrs["created"]),
+            "resumes": f"{history}\n{entry}".strip()}
 
 
 def _as_array(value) -> np.ndarray:

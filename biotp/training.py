@@ -25,7 +25,7 @@ from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
 from .errors import BiotpError, DivergenceError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
-from .runs import Run, claim, open_run, release, run_attrs, write_run
+from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
 
@@ -243,6 +243,8 @@ def train(
     start = 1
     if resume is not None:
         previous = open_run(resume)
+        if circuit is not None:
+            check_same_circuit(previous.circuit, circuit, resume)
         circuit = circuit or previous.circuit
         out = out or resume
         track_angles = track_angles or any(k.startswith("angle_") for k in previous.metrics)
@@ -264,6 +266,8 @@ def train(
             raise BiotpError(f"{resume}: no /checkpoint group to resume from")
         start = session.load_state(previous.checkpoint) + 1
     attrs = run_attrs(circuit, command, kind="train", algorithm=circuit.algorithm.name, device=str(session.device))
+    if resume is not None:
+        attrs = resumed_attrs(previous.attrs, attrs)
     total = circuit.schedule.epochs
     bar = progress_bar(range(start, total + 1), desc=f"{circuit.name} [{circuit.algorithm.name}]", disable=not progress, initial=start - 1, total=total, unit="epoch", lines="step")
     for epoch in bar:

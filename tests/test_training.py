@@ -32,6 +32,25 @@ def test_every_rule_lowers_the_training_loss_on_digits(circuit, name):
     assert metrics["train_error"][-1] < 0.5 * before["train_error"]
 
 
+def test_a_resume_may_grow_the_epochs_only_and_the_file_keeps_its_history(tmp_path, circuit, capsys):
+    from biotp.cli import main
+    from biotp.errors import BiotpError
+
+    path = tmp_path / "run.h5"
+    first = train(circuit, epochs=1, out=path, progress=False, command="biotp train first")
+    with pytest.raises(BiotpError, match=r"only the epochs may grow.*optimizer.lr: 0.001 -> 0.5"):
+        train(circuit.with_updates("optimizer.lr=0.5"), resume=path, epochs=2, progress=False)
+    code = main(["train", "--resume", str(path), "--epochs", "2", "--seed", "7", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "seed: 0 -> 7" in err and "Traceback" not in err
+    assert list(runs.open_run(path).metrics["epoch"]) == [1]  # nothing was applied
+    second = train(resume=path, epochs=2, progress=False, command="biotp train second")
+    assert second.attrs["command"] == "biotp train first" and second.attrs["created"] == first.attrs["created"]
+    assert second.attrs["resumes"].endswith(" biotp train second") and list(second.metrics["epoch"]) == [1, 2]
+    third = train(resume=path, epochs=3, progress=False, command="biotp train third")
+    assert third.attrs["resumes"].splitlines()[1].endswith(" biotp train third")
+
+
 def test_every_registered_rule_is_covered():
     assert set(RULES) <= set(ALGORITHMS)
 
