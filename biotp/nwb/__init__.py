@@ -205,7 +205,7 @@ def _trials(source: Source):
 
 def _settling_columns(source: Source, pt: Point, add) -> None:
     """A simulate stream's per-example settling statistics (/settling)."""
-    n_layers = len(pt.equations) - 1
+    n_layers = pt.model.L
     text = {"forward_steps": "integration steps of the forward phase",
             "target_steps": "integration steps of the target phase",
             "forward_residual": f"‖dy_l/dt‖ (1/s) per layer l = 1..{n_layers} at the end of the forward phase",

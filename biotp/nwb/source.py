@@ -12,14 +12,14 @@ import math
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import yaml
 
-from ..errors import RunFileError
+from ..errors import ConfigError, RunFileError
 from ..runs import Run, attributes
 
 EXPECTED = "a run file of `biotp simulate` (kind 'simulate') or `biotp run` (kind 'protocol')"
@@ -61,7 +61,7 @@ class Point:
     recorded: np.ndarray  # the trials whose traces were kept, in order
     offset: float = 0.0  # session time of trial 0 (s)
     prefix: str = ""  # prepended to the names of this point's NWB objects in a sweep
-    equations: dict = field(default_factory=dict)  # population -> brian2 equation text
+    model: object = None  # biotp.dynamics.model.Model of the point's circuit
 
     @property
     def forward_phase(self) -> float:
@@ -129,7 +129,7 @@ def read_source(path: Path, f: h5py.File) -> Source:
     for pt in points:
         pt.offset, offset = offset, offset + pt.duration
         pt.prefix = f"{pt.key}_" if len(points) > 1 else ""
-        pt.equations = _equations(pt)
+        pt.model = _model(pt)
     return Source(path, f, attrs, points)
 
 
@@ -250,11 +250,11 @@ def _check_columns(path: Path, ds: h5py.Dataset, pt: Point) -> None:
 # ------------------------------------------------------------------ equations and units
 
 
-def _equations(pt: Point) -> dict:
-    """population -> its equations (brian2 syntax) in the point's continuous-time model."""
+def _model(pt: Point):
+    """The point's continuous-time model (its populations' equations, their units)."""
     from ..dynamics.model import build_model
 
-    return {name: pop.equations for name, pop in build_model(pt.circuit, _input_size(pt)).populations.items()}
+    return build_model(pt.circuit, _input_size(pt))
 
 
 def _input_size(pt: Point) -> int:
@@ -298,14 +298,19 @@ def _resolved(var: str) -> str:
 
 
 def _unit(pt: Point, pop: str, var: str, fallback: str) -> str:
-    """The unit the model's equations declare (the residual r: that of the rate hdot)."""
-    defs = definitions(pt.equations.get(pop, ""))
-    name = "hdot" if var == "r" else _resolved(var)
-    return si_unit(defs[name][1] if name in defs else fallback or "n.a.")
+    """The unit the model's equations declare (`Model.unit`), else the file's."""
+    try:
+        return pt.model.unit(pop, var)
+    except ConfigError:  # a variable the model does not know: the run file's word
+        return si_unit(fallback or "n.a.")
+
+
+def _equations(pt: Point, pop: str) -> str:
+    return pt.model.populations[pop].equations if pop in pt.model.populations else ""
 
 
 def describe(pt: Point, pop: str, var: str) -> str:
-    defs = definitions(pt.equations.get(pop, ""))
+    defs = definitions(_equations(pt, pop))
     lines = _lines(defs, "h") + _lines(defs, "tgt") if var == "r" else _lines(defs, _resolved(var))
     what = MEANING.get(var, "user-defined variable")
     text = f"Population {pop}, variable {var} ({what}) of biotp's continuous-time model"
