@@ -76,6 +76,15 @@ def test_a_clamped_activity_stays_at_its_clamp_and_drives_the_layer_above(tmp_pa
     assert np.abs(h3 - exact.numpy()).max() < np.abs(exact.numpy()).max() * np.exp(-4)
 
 
+def test_recorded_traces_carry_their_equations_units(tmp_path):
+    """A rate h is dimensionless ('1'); the residual r = ‖dy/dt‖ is a rate (1/s)."""
+    p = protocol(tmp_path, record={"populations": {"layer2": ["h", "r"]}, "trials": 1},
+                 stimuli={"count": 1, "batch": 2, "order": "sequential"})
+    _, tree = point_run(p)
+    units = {var: leaf.attrs["unit"] for var, leaf in tree["traces"]["layer2"].items()}
+    assert units == {"h": "1", "r": "1/s"}
+
+
 def test_a_clamped_target_holds_and_its_step_gives_the_dtp1_change(tmp_path):
     """A relaxing target clamped to v stays at v; its weights change by the step's
     integral, the DTP1 change η ((v - h_1)/f'(h_1)) ⊗ x/(‖x‖² + 1) exactly (nothing else

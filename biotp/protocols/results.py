@@ -94,15 +94,17 @@ def point_group(pt: Point, tree: dict) -> dict:
 # ----------------------------------------------------- one continuous point's tree
 
 
-def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorded, wall, stimuli=None) -> dict:
+def point_tree(protocol: Protocol, spec, weights: list, metrics, traces, recorded, wall, unit,
+               stimuli=None) -> dict:
     """The tree of one point run on the torch or brian2 engine: metrics rows, traces of the
     recorded trials, residuals, the final forward weights `weights` (W_1 ... W_L), the
-    presented examples `stimuli` (a `stimuli_tree`), summary."""
+    presented examples `stimuli` (a `stimuli_tree`), summary.  `unit(pop, var)` is a trace's
+    SI unit (`Model.unit`)."""
     n_f = spec.steps(spec.forward_phase)
     times = np.arange(0, n_f + spec.steps(spec.target_phase) + 1, spec.record_every) * spec.dt
     trials = np.array(sorted(recorded & set(range(protocol.trials))))
     tree: dict = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}}
-    tr, residual = _traces(protocol, traces, times, trials, spec.forward_phase)
+    tr, residual = _traces(protocol, traces, times, trials, spec.forward_phase, unit)
     if tr:
         tree["traces"] = tr
     if residual:
@@ -125,7 +127,7 @@ def stimuli_tree(protocol: Protocol, dataset: str, index, labels) -> dict:
             "label": Leaf(np.asarray(labels, dtype=np.int64).reshape(shape), {"dims": "trial, example"})}
 
 
-def _traces(protocol: Protocol, traces: dict, times, trials, forward_phase: float) -> tuple[dict, dict]:
+def _traces(protocol: Protocol, traces: dict, times, trials, forward_phase: float, unit) -> tuple[dict, dict]:
     """The recorded traces {pop: {var: Leaf}}, and the residual ‖dy_l/dt‖ per layer l; `forward_phase`
     (s, where the target phase starts) goes with them, for the figures' phase switch."""
     tr: dict = {}
@@ -136,8 +138,8 @@ def _traces(protocol: Protocol, traces: dict, times, trials, forward_phase: floa
             residual[int(pop.removeprefix("layer"))] = arr[..., 0]
             if pop not in protocol.record.populations or var not in protocol.record.populations[pop]:
                 continue
-        tr.setdefault(pop, {})[var] = Leaf(arr, {"times": times, "trials": trials, "time_unit": "s", "unit": "1",
-                                                 "dims": "time, example, neuron",
+        tr.setdefault(pop, {})[var] = Leaf(arr, {"times": times, "trials": trials, "time_unit": "s",
+                                                 "unit": unit(pop, var), "dims": "time, example, neuron",
                                                  "forward_phase": forward_phase})
     return tr, residual
 

@@ -142,7 +142,7 @@ class ContinuousRun:
         wall = clock.perf_counter() - start
         W = self.engine.parameters().W
         return point_tree(p, self.spec, [W[l] for l in range(1, self.model.L + 1)], log.metrics, traces, recorded, wall,
-                          self.stimuli)
+                          self.model.unit, self.stimuli)
 
     def _trial(self, k: int, recorded: bool, h0, ref: Reference | None):
         """Present trial k under the interventions active at its onset; the presentation."""
