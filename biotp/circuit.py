@@ -9,6 +9,8 @@ Errors name the file, the key path, the offending value and what was expected.
 from __future__ import annotations
 
 import copy
+import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -519,9 +521,22 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] | Non
             allowed = _allowed_keys(tuple(p for p in e["loc"][:-1] if p not in tags), root or Circuit)
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
-        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {value!r}"
-        lines.append(f"{source}: {loc or '<top>'}: {msg}{shown}")
-    return "\n".join(lines)
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {_REPR.repr(value)}"
+        lines.append(_bounded(f"{source}: {loc or '<top>'}: {msg}{shown}", 300))
+    kept = [line for i, line in enumerate(lines) if sum(map(len, lines[: i + 1])) <= MAX_MESSAGE] or lines[:1]
+    if len(kept) < len(lines):  # (an alias bomb can fail a billion times)
+        kept.append(f"{source}: ... and {len(lines) - len(kept)} more errors")
+    return "\n".join(kept)
+
+
+MAX_MESSAGE = 1200  # characters of error lines shown
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 6, 6, 120, 120
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters (error messages stay readable whatever the input)."""
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
