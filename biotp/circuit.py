@@ -25,9 +25,37 @@ TRANSMISSIONS = ("identity", "sign", "step", "bernoulli")
 
 
 class Spec(BaseModel):
-    """Base of every block: frozen, and unknown keys are errors."""
+    """Base of every block: frozen, unknown keys are errors, numbers are finite, and a
+    boolean is not a number (`size: true` is an error, not a layer of 1 unit)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data):
+        if isinstance(data, dict):
+            bad = {k: _Boolean(v) for k, v in data.items() if isinstance(v, bool) and k in cls.model_fields
+                   and not _takes_bool(cls.model_fields[k].annotation)}
+            if bad:
+                data = {**data, **bad}
+        return data
+
+
+class _Boolean:
+    """A YAML true/false where no boolean is expected: passed on as itself, so validation
+    fails naming the key and the value, instead of reading it as 1 or 0."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
+
+
+def _takes_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(a) for a in get_args(annotation) if not isinstance(a, (str, int, float)))
 
 
 # --------------------------------------------------------------------------- layers
