@@ -476,7 +476,7 @@ from .dynamics.spec import DynamicsSpec  # noqa: E402  (after Spec: no import cy
 class Circuit(Spec):
     """The whole description: network, feedback, learning rule, optimisers, data, schedule."""
 
-    name: str = "circuit"
+    name: str = Field("circuit", description="names the run files, runs/<name>-<algorithm>.h5")
     description: str = ""
     seed: Annotated[int, Field(ge=0)] = 0
     network: NetworkSpec
@@ -490,6 +490,11 @@ class Circuit(Spec):
     dynamics: DynamicsSpec | None = None
     autoencoder: AutoencoderSpec | None = Field(None, description="the network reconstructs its input")
     source: str | None = Field(None, exclude=True, description="file this circuit was read from")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value):
+        return plain_name(value)
 
     @field_validator("autoencoder")
     @classmethod
@@ -519,6 +524,14 @@ class Circuit(Spec):
         kept = {k: v for k, v in data.get("algorithm", {}).items() if k in model.model_fields and k != "name"}
         data["algorithm"] = {"name": name, **kept}
         return parse_circuit(data, self.source or "<circuit>")
+
+
+def plain_name(value: str) -> str:
+    """A circuit's or protocol's name, which names its run files: a plain file name, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*", value) or ".." in value:
+        raise ValueError("expected a plain name (letters, digits, '_', '-', '+', '=', '.'; no '/', space or '..'): "
+                         "it names the run files, runs/<name>-...h5")
+    return value
 
 
 def _algorithm_model(name: str, source: str | None) -> type[Spec]:
