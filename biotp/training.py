@@ -23,7 +23,7 @@ from .algorithms import Algorithm, build
 from .augment import augment
 from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
-from .errors import BiotpError, DivergenceError
+from .errors import BiotpError, ConfigError, DataError, DivergenceError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
 from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
 
@@ -55,10 +55,15 @@ class Session:
         self.circuit = circuit
         self.device = pick_device(device)
         d = circuit.data
-        splits = datasets.load(
-            d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-            synthetic=d.synthetic.model_dump(),
-        )
+        try:
+            splits = datasets.load(
+                d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                synthetic=d.synthetic.model_dump(),
+            )
+        except DataError as err:  # a circuit's data settings that do not fit its dataset: name the file
+            if str(err).startswith("data."):
+                raise DataError(f"{circuit.source or '<circuit>'}: {err}") from None
+            raise
         self.train, self.val, self.test = (
             (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
         )
