@@ -136,6 +136,11 @@ class SweepSpec(Spec):
     def _one(self):
         if (self.grid is None) == (self.points is None):
             raise ValueError("give exactly one of `grid` or `points`")
+        if self.points == []:
+            raise ValueError("points: the list is empty; expected at least one point (a mapping of keys to values)")
+        for key, values in (self.grid or {}).items():
+            if not values:
+                raise ValueError(f"grid.{key}: the list of values is empty; expected at least one value")
         return self
 
     def expand(self) -> list[dict[str, Any]]:
