@@ -40,6 +40,18 @@ class Spec(BaseModel):
                 data = {**data, **bad}
         return data
 
+    @model_validator(mode="after")
+    def _float32_range(self):
+        for key, value in self:  # a network computes in float32: beyond its range every number is inf
+            if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+                raise ValueError(f"{key}: {value!r} is beyond the float32 range ±{FLOAT32_MAX:.3g}; expected a "
+                                 f"finite float32 number")
+        return self
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_REPEAT = 1000  # layers stacked by one spec, and iterations per batch: beyond, a typo
+
 
 class _Boolean:
     """A YAML true/false where no boolean is expected: passed on as itself, so validation
@@ -75,7 +87,7 @@ class DenseLayer(Spec):
     bias: bool = True
     transmit: Literal[TRANSMISSIONS] = "identity"  # type: ignore[valid-type]
     straight_through: bool = False
-    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+    repeat: PositiveInt = Field(1, le=MAX_REPEAT, description="stack this many identical layers")
 
     @model_validator(mode="after")
     def _straight_through_needs_transmit(self):
@@ -93,7 +105,7 @@ def _layer_type(value: Any) -> str | None:
 
 
 class _Layer(Spec):
-    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+    repeat: PositiveInt = Field(1, le=MAX_REPEAT, description="stack this many identical layers")
 
 
 Padding = Union[Literal["same"], Annotated[int, Field(ge=0)]]
@@ -355,7 +367,7 @@ class GTP(Spec):
 
     name: Literal["gtp"]
     tau: PositiveFloat = Field(50.0, description="Euler step τ (seed 000 App. B, Tables 1-3)")
-    steps: PositiveInt = Field(1, description="Euler iterations T (seed 000 App. B)")
+    steps: PositiveInt = Field(1, le=MAX_REPEAT, description="Euler iterations T (seed 000 App. B)")
     start: Literal["zero", "activity"] = "zero"
 
 
@@ -376,7 +388,7 @@ class DTPGN(Spec):
     name: Literal["dtp_gn"]
     beta: PositiveFloat = Field(0.1, description="output target step β (seed 001 eq. target-prop)")
     refine: Literal["output", "input"] = "output"
-    iterations: PositiveInt = Field(5, description="K: refinement iterations (sweeps when parallel)")
+    iterations: PositiveInt = Field(5, le=MAX_REPEAT, description="K: refinement iterations (sweeps when parallel)")
     schedule: Literal["parallel", "layerwise"] = "parallel"
     start: Literal["activity", "decoder"] = "activity"
     layer_scaling: bool = True
@@ -389,7 +401,8 @@ class LDRL(Spec):
 
     name: Literal["ldrl"]
     beta: PositiveFloat = Field(0.1, description="output target step β (seed 003 eq. 7)")
-    feedback_iterations: PositiveInt = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
+    feedback_iterations: PositiveInt = Field(1, le=MAX_REPEAT,
+                                             description="feedback updates per batch (Algorithm 1, inner loop)")
 
 
 AlgorithmSpec = Annotated[
@@ -408,6 +421,17 @@ class SyntheticSpec(Spec):
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
     hidden: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _allocatable(self):
+        values = (self.n_train + self.n_test + self.hidden + self.n_classes) * self.n_inputs
+        if values > MAX_SYNTHETIC:
+            raise ValueError(f"(n_train + n_test + hidden + n_classes) x n_inputs = {values:,} numbers to draw; "
+                             f"expected at most {MAX_SYNTHETIC:,}")
+        return self
+
+
+MAX_SYNTHETIC = 10**9  # numbers a synthetic task draws (4 GB in float32)
 
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32")
