@@ -126,7 +126,12 @@ def _check_buildable(circuit: Circuit, shape: tuple[int, ...], with_feedback: bo
     counts = []
     with torch.device("meta"):
         for i, spec in enumerate(circuit.network.expanded()):
-            built = _build(circuit, i, spec, shape)
+            try:
+                built = _build(circuit, i, spec, shape)
+            except (RuntimeError, OverflowError) as err:  # a size even the bookkeeping cannot hold
+                raise ConfigError(f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {spec.type} "
+                                  f"{spec.model_dump(exclude_defaults=True)} on an input of shape {list(shape)} "
+                                  f"cannot be allocated ({err}); expected smaller layers") from None
             counts.append(sum(p.numel() for layer in built for p in layer.parameters()))
             shape = tuple(built[-1].out_shape)
     total = sum(counts) * (2 if with_feedback else 1)  # feedback pathways mirror the forward weights
