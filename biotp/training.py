@@ -77,6 +77,11 @@ class Session:
         # data stay flat; the network reshapes them to the input shape where a layer is spatial
         self.rule: Algorithm = build(circuit, splits.train.input_shape, self.n_classes, self.device)
         self._first_loss: dict[str, float] = {}  # the first batch's losses, against which growth is divergence
+        out, want = tuple(self.rule.net.shapes[-1]), (self.train[1].shape[1] if circuit.autoencoder else self.n_classes,)
+        if out != want:
+            raise ConfigError(f"{circuit.source or '<circuit>'}: network.layers: the last population has shape "
+                              f"{list(out)}; expected a vector of {want[0]} units (one per "
+                              f"{'input to reconstruct' if circuit.autoencoder else 'class'})")
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
         if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)
