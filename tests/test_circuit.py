@@ -27,9 +27,14 @@ def test_defaults_and_repeat(tmp_path):
 
 
 def test_circuit_is_frozen(tmp_path):
+    from pydantic import ValidationError
+
     c = load_circuit(write(tmp_path, BASE))
-    with pytest.raises(Exception):
-        c.seed = 3
+    for block, key, value in ((c, "seed", 3), (c.optimizer, "lr", 0.5), (c.network.layers[0], "size", 3)):
+        with pytest.raises(ValidationError, match=r"Instance is frozen") as info:
+            setattr(block, key, value)
+        assert info.value.errors()[0]["type"] == "frozen_instance" and info.value.errors()[0]["loc"] == (key,)
+    assert c.seed == 0 and c.optimizer.lr != 0.5 and c.network.layers[0].size != 3
 
 
 @pytest.mark.parametrize(
