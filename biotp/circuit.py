@@ -502,7 +502,7 @@ class Circuit(Spec):
 
     name: str = Field("circuit", description="names the run files, runs/<name>-<algorithm>.h5")
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     network: NetworkSpec
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     algorithm: AlgorithmSpec = BP(name="bp")

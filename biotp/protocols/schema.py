@@ -187,7 +187,7 @@ class Protocol(Spec):
     engine: Literal[ENGINES] = "torch"  # type: ignore[valid-type]
     codegen: Literal["numpy", "cython"] = "numpy"
     device: str = "cpu"
-    seed: NonNegativeInt | None = None
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     stimuli: StimulusSpec = StimulusSpec()
     phases: list[PhaseSpec] = Field(default_factory=list)
     interventions: list[Intervention] = Field(default_factory=list)
