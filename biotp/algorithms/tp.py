@@ -12,6 +12,7 @@ graphs cut between layers; the result equals one backward pass per loss.
 
 import torch
 
+from ..errors import ConfigError
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
 
@@ -67,7 +68,14 @@ class TP(Algorithm):
         forward pass's own samples where f_L reads a stochastic transmission (seed 002 eq. 3.30)."""
         h = hs[-2].detach().requires_grad_()
         with torch.enable_grad(), same_samples(self.net):
-            (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h)
+            (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h, allow_unused=True)
+        if grad is None:  # a sampled transmission cuts the graph: no gradient reaches h_{L-1}
+            last = self.circuit.network.expanded()[-1]
+            raise ConfigError(
+                f"{self.circuit.source or '<circuit>'}: network.layers (expanded) {len(self.circuit.network.expanded()) - 1}: "
+                f"transmit {getattr(last, 'transmit', '?')} without straight_through passes no gradient to the layer "
+                f"below, which {self.name}'s top target h - eta_hat dL/dh needs; expected straight_through: true "
+                f"(seed 002 eq. 3.29)")
         return hs[-2] - self.spec.eta_hat * grad
 
     def propagate(self, l, hs, t_l):
