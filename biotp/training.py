@@ -36,6 +36,7 @@ def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
     if not params:
         return None
     kwargs = spec.model_dump(exclude={"name"})
+    kwargs.setdefault("foreach", True)  # multi-tensor updates on the CPU too (torch's default only on GPUs)
     return OPTIMIZERS[spec.name](params, **kwargs)
 
 
