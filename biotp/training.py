@@ -71,6 +71,9 @@ class Session:
         self.rule: Algorithm = build(circuit, splits.train.input_shape, self.n_classes, self.device)
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
+        # the divergence check at the end of each pass, not per batch: on a GPU a per-batch check
+        # would make the host wait for the device every batch
+        self.defer_checks = self.device.type != "cpu"
         if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)
             self.rule.feedback_optimizer = self.opt_feedback
 
@@ -111,22 +114,35 @@ class Session:
         passes = self.passes(epoch)
         n_batches = -(-len(self.train[0]) // self.circuit.data.batch_size)
         bar = progress_bar(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress, lines=None)
+        deferred = self.defer_checks
         for forward, feedback in passes:
+            first_bad = None
             for step, (x, y) in enumerate(self.batches(epoch), start=1):
                 self.rule.zero_grad(set_to_none=True)
                 result = self.rule.grads(x, y, forward=forward, feedback=feedback)
-                self.check_finite(result, x, epoch, step)
+                if deferred:
+                    first_bad = _first_nonfinite(result, step, first_bad)
+                else:
+                    self.check_finite(result, x, epoch, step)
                 if forward:
                     self.opt_forward.step()
                 if feedback and self.opt_feedback is not None:
                     self.opt_feedback.step()
                 bar.update()
+            if first_bad is not None and (bad := int(first_bad)) > 0:  # the pass's one host sync
+                bar.close()
+                self.diverged(x, epoch, bad, deferred=True)
         bar.close()
 
     def check_finite(self, result, x, epoch: int, step: int) -> None:
         """Stop on NaN/inf, naming where it first shows: a parameter, its update, or an activity."""
         if all(v is None or torch.isfinite(v) for v in (result.loss, result.feedback_loss)):
             return
+        self.diverged(x, epoch, step)
+
+    def diverged(self, x, epoch: int, step: int, deferred: bool = False) -> None:
+        """Raise DivergenceError naming the first non-finite parameter, update or activity (on a
+        GPU the check runs at the end of the pass, so what it names is the state after the pass)."""
         with torch.no_grad():
             params = list(self.rule.named_parameters())
             culprits = [_friendly(n) for n, p in params if not torch.isfinite(p).all()]
@@ -134,9 +150,10 @@ class Session:
                          if p.grad is not None and not torch.isfinite(p.grad).all()]
             culprits += [f"the activity of {name}" for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:])
                          if not torch.isfinite(h).all()]
+        after = " (checked at the end of the pass)" if deferred else ""
         raise DivergenceError(
             f"training diverged at epoch {epoch}, step {step}: {(culprits or ['the loss'])[0]} is not finite "
-            f"(NaN/inf); lower the learning rate or eta_hat"
+            f"(NaN/inf){after}; lower the learning rate or eta_hat"
         )
 
     # ---------------------------------------------------------------- evaluation
@@ -189,6 +206,15 @@ class Session:
             if opt is not None and name in tree:
                 opt.load_state_dict(_optimizer_from_tree(tree[name]))
         return int(tree["epoch"])
+
+
+def _first_nonfinite(result, step: int, first: torch.Tensor | None) -> torch.Tensor:
+    """The first step of a pass whose losses are not finite (0: none), kept on the device."""
+    ok = torch.isfinite(result.loss)
+    if result.feedback_loss is not None:
+        ok = ok & torch.isfinite(result.feedback_loss)
+    here = torch.where(ok, 0, step)
+    return here if first is None else torch.where(first > 0, first, here)
 
 
 def _friendly(param_name: str) -> str:

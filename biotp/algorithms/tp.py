@@ -76,17 +76,20 @@ class TP(Algorithm):
             with torch.no_grad():
                 layer_loss_grads({l: net.layers[l - 1] for l in targets}, {l: hs[l - 1] for l in targets},
                                  {l: hs[l] for l in targets}, targets)
+            del targets
         fb_loss = None
         if feedback and self.trains_feedback:
             ls = list(self.inverse_layers(L))
-            noise = {l: torch.randn_like(hs[l - 1]) for l in ls}  # in the order inverse_loss draws them
-            fast = [l for l in ls if l < L and fusable(self.g(l), DenseFeedback)]
+            # the fusable g_l come first (all but SDTP's g_L), so drawing their noise first keeps
+            # the order in which `inverse_loss` draws it
+            n_fast = next((i for i, l in enumerate(ls) if l == L or not fusable(self.g(l), DenseFeedback)), len(ls))
+            fast, rest = ls[:n_fast], ls[n_fast:]
             with torch.no_grad():
                 fb_loss = inverse_loss_grads({l: net.layers[l - 1] for l in fast}, {l: self.g(l) for l in fast},
-                                             {l: hs[l - 1] for l in fast}, noise, self.noise, self.denoise)
-            rest = sum((self.inverse_term(l, hs[l - 1], noise[l]) for l in ls if l not in fast), out.new_zeros(()))
-            fb_loss = fb_loss + rest.detach()
-            total = rest if total is None else total + rest
+                                             {l: hs[l - 1] for l in fast}, self.noise, self.denoise)
+            graph = sum((self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1])) for l in rest), out.new_zeros(()))
+            fb_loss = fb_loss + graph.detach()
+            total = graph if total is None else total + graph
         if total is not None and total.requires_grad:
             total.backward()
         return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
