@@ -10,7 +10,8 @@ What is measured, each in its own process (same circuit, data and seed):
   evaluation) after one warm-up epoch.  Wall-clock seconds (torch.cuda.synchronize at the end
   of an epoch on CUDA) give the ratios, so run it on a quiet machine: on a loaded one, time
   waiting for a core counts; process CPU seconds are printed beside them (at 2 threads they
-  include the threads' spin-waits, so they are no measure of speed there).
+  include the threads' spin-waits, so they are no measure of speed there).  `--clock cpu`
+  makes CPU seconds the ratios' measure (for one thread on a busy machine).
 - `torch`: a plain PyTorch BP epoch of the same net (nn.Sequential, torch's RMSprop with the
   circuit's settings, random batches by index: `plain_bp_epoch`, 20 lines), as a reference for
   biotp's own `bp`.  "× bp" is the ratio to the faster of the two at the same thread count.
@@ -57,6 +58,8 @@ def options() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", type=int, default=10000, help="training examples of the batch-1000 runs")
     p.add_argument("--scaling-limit", type=int, default=10000, help="training examples of the scaling runs")
     p.add_argument("--parts", default="table,memory,scaling")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="seconds the ratios use: wall-clock (a quiet machine) or process CPU (1 thread on a busy one)")
     p.add_argument("--quick", action="store_true", help="5000 examples, one timed epoch, 2000 for memory and scaling")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
@@ -159,14 +162,16 @@ def run(job: dict) -> dict:
         epoch_fn(epoch)
         sync()
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
-    wall, cpu = min(times)
-    return {**job, "examples": len(session.train[0]), "seconds": wall, "cpu_seconds": cpu,
+    wall, cpu = min(times, key=lambda t: t[job.get("clock") == "cpu"])
+    return {**job, "examples": len(session.train[0]), "seconds": cpu if job.get("clock") == "cpu" else wall,
+            "wall_seconds": wall, "cpu_seconds": cpu,
             "train_mb": peak(device) - before, "process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 # ------------------------------------------------------------------ the driver
 def jobs(args) -> dict[str, list[dict]]:
-    base = {"circuit": args.circuit, "data_dir": args.data_dir, "device": args.device, "epochs": args.epochs}
+    base = {"circuit": args.circuit, "data_dir": args.data_dir, "device": args.device, "epochs": args.epochs,
+            "clock": args.clock}
     rules = [r for r in args.rules.split(",") if r] + [PLAIN]
     parts = args.parts.split(",")
     out = {"table": [], "memory": [], "scaling": []}
@@ -222,14 +227,16 @@ def main() -> None:
     if table:
         ex = next((r["examples"] for r in table if "examples" in r), "?")
         print(f"\ncircuit {args.circuit}, {ex} training examples, batch 100, device {args.device}; "
-              f"seconds per epoch (wall), × the fastest BP at the same thread count")
-        head = "".join(f"{f'{t} thr s':>9} {'× bp':>6} {'cpu s':>7}" for t in threads)
+              f"seconds per epoch ({args.clock}), × the fastest BP at the same thread count")
+        other = "cpu s" if args.clock == "wall" else "wall s"
+        head = "".join(f"{f'{t} thr s':>9} {'× bp':>6} {other:>7}" for t in threads)
         print(f"{'rule':<8}{head} {'train MB':>9} {'process MB':>11}")
         for rule in dict.fromkeys(r["rule"] for r in table):
             cells = ""
             for t in threads:
                 r = by(table, rule, threads=t)
-                cells += (f"{r['seconds']:>9.2f} {ratio(r['seconds'], fastest_bp(table, t)):>6.2f} {r['cpu_seconds']:>7.2f}"
+                alt = r["cpu_seconds"] if args.clock == "wall" else r["wall_seconds"]
+                cells += (f"{r['seconds']:>9.2f} {ratio(r['seconds'], fastest_bp(table, t)):>6.2f} {alt:>7.2f}"
                           if r else f"{'failed':>9} {'':>6} {'':>7}")
             m = by(table, rule, threads=threads[0])
             print(f"{rule:<8}{cells} " + (f"{m['train_mb']:>9.1f} {m['process_mb']:>11.0f}" if m else ""))
@@ -249,7 +256,7 @@ def main() -> None:
             print(f"{rule:<8} {m100} {m1000}")
     if scaling:
         ex = next((r["examples"] for r in scaling if "examples" in r), "?")
-        print(f"\nDTP/BP by depth and width (1 thread, {ex} examples, biotp bp, wall s per epoch)")
+        print(f"\nDTP/BP by depth and width (1 thread, {ex} examples, biotp bp, {args.clock} s per epoch)")
         print(f"{'hidden':>6} " + " ".join(f"{f'{w} units: bp s':>16} {'dtp s':>7} {'dtp/bp':>6}" for w in WIDTHS))
         for d in DEPTHS:
             cells = []
