@@ -12,6 +12,8 @@ What is measured, each in its own process (same circuit, data and seed):
   waiting for a core counts; process CPU seconds are printed beside them (at 2 threads they
   include the threads' spin-waits, so they are no measure of speed there).  `--clock cpu`
   makes CPU seconds the ratios' measure (for one thread on a busy machine).
+- `RULE/graph`: the rule with its fast path off (`rule.fuse = False`: every loss through
+  autograd, one backward pass, as before the layer-batched path), for comparison.
 - `torch`: a plain PyTorch BP epoch of the same net (nn.Sequential, torch's RMSprop with the
   circuit's settings, random batches by index: `plain_bp_epoch`, 20 lines), as a reference for
   biotp's own `bp`.  "× bp" is the ratio to the faster of the two at the same thread count.
@@ -41,7 +43,7 @@ import subprocess
 import sys
 import time
 
-RULES = ["bp", "fa", "dfa", "tp", "dtp", "sdtp", "ao_sdtp", "fwdtp"]
+RULES = ["bp", "fa", "dfa", "tp", "dtp", "sdtp", "ao_sdtp", "fwdtp", "dtp/graph"]
 PLAIN = "torch"  # the plain PyTorch BP epoch
 DEPTHS, WIDTHS = (2, 4, 8), (240, 1000)
 
@@ -144,13 +146,15 @@ def run(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     overrides = list(job.get("overrides", []))
     overrides += [f"data.limit={job['limit']}"] if job.get("limit") else []
-    rule = "bp" if job["rule"] == PLAIN else job["rule"]
+    rule = "bp" if job["rule"] == PLAIN else job["rule"].split("/")[0]
     circuit = biotp.load_circuit(job["circuit"], overrides).with_algorithm(rule)
     session = Session(circuit, data_dir=job["data_dir"], device=job["device"])
     device = session.device
     epoch_fn = plain_bp(circuit, session) if job["rule"] == PLAIN else session.run_epoch
     if job["rule"] == PLAIN:
         session.rule = None  # biotp's own network is not what is timed
+    elif job["rule"].endswith("/graph"):
+        session.rule.fuse = False
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     before = memory_now(device)
     reset_peak(device)
