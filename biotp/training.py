@@ -36,6 +36,7 @@ def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
     if not params:
         return None
     kwargs = spec.model_dump(exclude={"name"})
+    kwargs.setdefault("foreach", True)  # multi-tensor updates on the CPU too (torch's default only on GPUs)
     return OPTIMIZERS[spec.name](params, **kwargs)
 
 
@@ -47,7 +48,7 @@ def pick_device(device: str | None = None) -> torch.device:
         raise BiotpError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     try:
         return torch.device(device)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError):
         raise BiotpError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
 
 
@@ -84,6 +85,9 @@ class Session:
                               f"{'input to reconstruct' if circuit.autoencoder else 'class'})")
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
+        # the divergence check at the end of each pass, not per batch: on a GPU a per-batch check
+        # would make the host wait for the device every batch
+        self.defer_checks = self.device.type != "cpu"
         if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)
             self.rule.feedback_optimizer = self.opt_feedback
 
@@ -124,33 +128,52 @@ class Session:
         passes = self.passes(epoch)
         n_batches = -(-len(self.train[0]) // self.circuit.data.batch_size)
         bar = progress_bar(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress, lines=None)
+        deferred = self.defer_checks
         for forward, feedback in passes:
+            first_bad = None
             for step, (x, y) in enumerate(self.batches(epoch), start=1):
                 self.rule.zero_grad(set_to_none=True)
                 result = self.rule.grads(x, y, forward=forward, feedback=feedback)
-                self.check_finite(result, x, epoch, step)
+                if deferred:
+                    first_bad = _first_nonfinite(result, step, first_bad)
+                else:
+                    self.check_finite(result, x, epoch, step)
                 if forward:
                     self.opt_forward.step()
                 if feedback and self.opt_feedback is not None:
                     self.opt_feedback.step()
                 bar.update()
+            if deferred and first_bad is not None:  # the pass's host syncs: the first non-finite step, then the last loss's growth
+                if (bad := int(first_bad)) > 0:
+                    bar.close()
+                    self.diverged(x, epoch, bad, result, deferred=True)
+                self.check_growth(result, epoch, step)
         bar.close()
 
     def check_finite(self, result, x, epoch: int, step: int) -> None:
         """Stop on NaN/inf, naming where it first shows (a parameter, its update, or an
         activity), and on a loss grown EXPLOSION-fold since the first batch; either way
         naming the settings of the part that diverged."""
-        losses = {"loss": result.loss, "feedback loss": result.feedback_loss}
-        if all(v is None or torch.isfinite(v) for v in losses.values()):
-            for name, v in losses.items():
-                if v is None:
-                    continue
-                first = self._first_loss.setdefault(name, float(v))
-                if float(v) > EXPLOSION * max(first, 1.0):
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
-                        f"{float(v):.4g}; {self._hint(name == 'feedback loss', name == 'loss')}")
+        if _finite(result.loss) and _finite(result.feedback_loss):
+            self.check_growth(result, epoch, step)
             return
+        self.diverged(x, epoch, step, result)
+
+    def check_growth(self, result, epoch: int, step: int) -> None:
+        """A finite loss grown EXPLOSION-fold (and above EXPLOSION) since the first batch has diverged too."""
+        for name, v in (("loss", result.loss), ("feedback loss", result.feedback_loss)):
+            if v is None:
+                continue
+            v = float(v)
+            first = self._first_loss.setdefault(name, v)
+            if v > EXPLOSION * max(first, 1.0):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
+                    f"{v:.4g}; {self._hint(name == 'feedback loss', name == 'loss')}")
+
+    def diverged(self, x, epoch: int, step: int, result, deferred: bool = False) -> None:
+        """Raise DivergenceError naming the first non-finite parameter, update or activity (on a
+        GPU the check runs at the end of the pass, so what it names is the state after the pass)."""
         with torch.no_grad():
             params = list(self.rule.named_parameters())
             culprits = [_friendly(n) for n, p in params if not torch.isfinite(p).all()]
@@ -161,8 +184,9 @@ class Session:
         first = (culprits or ["the loss" if not _finite(result.loss) else "the feedback loss"])[0]
         feedback = not _finite(result.feedback_loss) or any("feedback" in c for c in culprits)
         forward = not _finite(result.loss) or any("feedback" not in c for c in culprits)
-        raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite (NaN/inf); "
-                              f"{self._hint(feedback, forward)}")
+        after = " (checked at the end of the pass)" if deferred else ""
+        raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite "
+                              f"(NaN/inf){after}; {self._hint(feedback, forward)}")
 
     def _hint(self, feedback: bool, forward: bool = True) -> str:
         """The settings of the diverging parts, with their values: the feedback pathway's
@@ -233,6 +257,15 @@ EXPLOSION = 1e4  # a loss grown this many times (and above 1e4) since the first 
 
 def _finite(v) -> bool:
     return v is None or bool(torch.isfinite(v))
+
+
+def _first_nonfinite(result, step: int, first: torch.Tensor | None) -> torch.Tensor:
+    """The first step of a pass whose losses are not finite (0: none), kept on the device."""
+    ok = torch.isfinite(result.loss)
+    if result.feedback_loss is not None:
+        ok = ok & torch.isfinite(result.feedback_loss)
+    here = torch.where(ok, 0, step)
+    return here if first is None else torch.where(first > 0, first, here)
 
 
 def _friendly(param_name: str) -> str:

@@ -168,6 +168,34 @@ def test_divergence_names_layer_and_step_and_keeps_checkpoint(tmp_path, circuit)
     np.testing.assert_array_equal(runs.open_run(out).checkpoint["model"]["net.layers.0.weight"], good)
 
 
+def test_deferred_divergence_check_names_the_first_bad_step(circuit):
+    """The GPU's check (no host sync per batch): one sync at the end of the pass, the same step."""
+    c = circuit.with_algorithm("bp").with_updates("network.layers.0.activation=linear", "optimizer.name=sgd",
+                                                  "optimizer.lr=1e10")
+    steps = []
+    for defer in (False, True):
+        session = Session(c)
+        session.defer_checks = defer
+        with pytest.raises(DivergenceError, match=r"epoch 1, step (\d+):") as err:
+            session.run_epoch(1)
+        steps.append(err.value.args[0].split("step ")[1].split(":")[0])
+        assert ("checked at the end of the pass" in str(err.value)) == defer
+    assert steps[0] == steps[1]
+
+
+def test_resume_equals_uninterrupted_on_the_fast_path(tmp_path, circuit):
+    """The closed-form, layer-batched path of the TP rules (algorithms/fused.py) resumes exactly."""
+    for name in ("dtp", "sdtp"):
+        c = circuit.with_algorithm(name).with_updates("network.layers.0.repeat=3")
+        assert Session(c).rule.fusable()
+        whole = train(c, epochs=3, out=tmp_path / f"{name}_whole.h5", progress=False)
+        train(c, epochs=1, out=tmp_path / f"{name}_part.h5", progress=False)
+        resumed = train(resume=tmp_path / f"{name}_part.h5", epochs=3, progress=False)
+        _same_metrics(whole.metrics, resumed.metrics)
+        for key, value in whole.checkpoint["model"].items():
+            np.testing.assert_array_equal(value, resumed.checkpoint["model"][key], err_msg=key)
+
+
 def test_interrupted_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "run.h5"
     runs.write_run(path, {"a": 1}, {"metrics": {"x": np.arange(3.0)}})
