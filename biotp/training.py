@@ -10,6 +10,7 @@ reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -130,38 +131,37 @@ class Session:
         bar = progress_bar(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress, lines=None)
         deferred = self.defer_checks
         for forward, feedback in passes:
-            first_bad = None
+            losses = []  # deferred: the pass's losses, kept on the device until its end
             for step, (x, y) in enumerate(self.batches(epoch), start=1):
                 self.rule.zero_grad(set_to_none=True)
                 result = self.rule.grads(x, y, forward=forward, feedback=feedback)
                 if deferred:
-                    first_bad = _first_nonfinite(result, step, first_bad)
+                    losses.append((result.loss.detach(), result.feedback_loss))
                 else:
-                    self.check_finite(result, x, epoch, step)
+                    self.check_finite(result.loss, result.feedback_loss, x, epoch, step)
                 if forward:
                     self.opt_forward.step()
                 if feedback and self.opt_feedback is not None:
                     self.opt_feedback.step()
                 bar.update()
-            if deferred and first_bad is not None:  # the pass's host syncs: the first non-finite step, then the last loss's growth
-                if (bad := int(first_bad)) > 0:
-                    bar.close()
-                    self.diverged(x, epoch, bad, result, deferred=True)
-                self.check_growth(result, epoch, step)
+            if losses:  # the pass's one host sync: the same checks, step by step
+                table = torch.stack([torch.stack((l, l.new_zeros(()) if f is None else f.detach())) for l, f in losses])
+                for step, ((loss, fb_loss), (_, f)) in enumerate(zip(table.cpu().tolist(), losses), start=1):
+                    self.check_finite(loss, None if f is None else fb_loss, x, epoch, step, deferred=True)
         bar.close()
 
-    def check_finite(self, result, x, epoch: int, step: int) -> None:
+    def check_finite(self, loss, feedback_loss, x, epoch: int, step: int, deferred: bool = False) -> None:
         """Stop on NaN/inf, naming where it first shows (a parameter, its update, or an
         activity), and on a loss grown EXPLOSION-fold since the first batch; either way
-        naming the settings of the part that diverged."""
-        if _finite(result.loss) and _finite(result.feedback_loss):
-            self.check_growth(result, epoch, step)
-            return
-        self.diverged(x, epoch, step, result)
+        naming the settings of the part that diverged.  `deferred`: checked at the end of the
+        pass (on a GPU, so the host does not wait for the device every batch)."""
+        if not (_finite(loss) and _finite(feedback_loss)):
+            self.diverged(x, epoch, step, loss, feedback_loss, deferred)
+        self.check_growth(loss, feedback_loss, epoch, step, deferred)
 
-    def check_growth(self, result, epoch: int, step: int) -> None:
+    def check_growth(self, loss, feedback_loss, epoch: int, step: int, deferred: bool = False) -> None:
         """A finite loss grown EXPLOSION-fold (and above EXPLOSION) since the first batch has diverged too."""
-        for name, v in (("loss", result.loss), ("feedback loss", result.feedback_loss)):
+        for name, v in (("loss", loss), ("feedback loss", feedback_loss)):
             if v is None:
                 continue
             v = float(v)
@@ -169,9 +169,9 @@ class Session:
             if v > EXPLOSION * max(first, 1.0):
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
-                    f"{v:.4g}; {self._hint(name == 'feedback loss', name == 'loss')}")
+                    f"{v:.4g}{_DEFERRED * deferred}; {self._hint(name == 'feedback loss', name == 'loss')}")
 
-    def diverged(self, x, epoch: int, step: int, result, deferred: bool = False) -> None:
+    def diverged(self, x, epoch: int, step: int, loss, feedback_loss, deferred: bool = False) -> None:
         """Raise DivergenceError naming the first non-finite parameter, update or activity (on a
         GPU the check runs at the end of the pass, so what it names is the state after the pass)."""
         with torch.no_grad():
@@ -181,12 +181,11 @@ class Session:
                          if p.grad is not None and not torch.isfinite(p.grad).all()]
             culprits += [f"the activity of {name}" for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:])
                          if not torch.isfinite(h).all()]
-        first = (culprits or ["the loss" if not _finite(result.loss) else "the feedback loss"])[0]
-        feedback = not _finite(result.feedback_loss) or any("feedback" in c for c in culprits)
-        forward = not _finite(result.loss) or any("feedback" not in c for c in culprits)
-        after = " (checked at the end of the pass)" if deferred else ""
+        first = (culprits or ["the loss" if not _finite(loss) else "the feedback loss"])[0]
+        feedback = not _finite(feedback_loss) or any("feedback" in c for c in culprits)
+        forward = not _finite(loss) or any("feedback" not in c for c in culprits)
         raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite "
-                              f"(NaN/inf){after}; {self._hint(feedback, forward)}")
+                              f"(NaN/inf){_DEFERRED * deferred}; {self._hint(feedback, forward)}")
 
     def _hint(self, feedback: bool, forward: bool = True) -> str:
         """The settings of the diverging parts, with their values: the feedback pathway's
@@ -252,20 +251,12 @@ class Session:
         return int(tree["epoch"])
 
 
+_DEFERRED = " (checked at the end of the pass)"
 EXPLOSION = 1e4  # a loss grown this many times (and above 1e4) since the first batch has diverged
 
 
 def _finite(v) -> bool:
-    return v is None or bool(torch.isfinite(v))
-
-
-def _first_nonfinite(result, step: int, first: torch.Tensor | None) -> torch.Tensor:
-    """The first step of a pass whose losses are not finite (0: none), kept on the device."""
-    ok = torch.isfinite(result.loss)
-    if result.feedback_loss is not None:
-        ok = ok & torch.isfinite(result.feedback_loss)
-    here = torch.where(ok, 0, step)
-    return here if first is None else torch.where(first > 0, first, here)
+    return v is None or math.isfinite(float(v))
 
 
 def _friendly(param_name: str) -> str:

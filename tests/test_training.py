@@ -163,24 +163,27 @@ def test_divergence_names_layer_and_step_and_keeps_checkpoint(tmp_path, circuit)
     train(c.with_updates("optimizer.lr=0.01"), epochs=1, out=out, progress=False)
     good = runs.open_run(out).checkpoint["model"]["net.layers.0.weight"]
     with pytest.raises(DivergenceError, match=r"epoch 1, step \d+: .*layer\d.*not finite"):
-        train(c.with_updates("optimizer.lr=1e10"), epochs=1, out=tmp_path / "other.h5", progress=False)
+        train(c.with_updates("optimizer.lr=1e38"), epochs=1, out=tmp_path / "other.h5", progress=False)
     assert not (tmp_path / "other.h5").exists()
     np.testing.assert_array_equal(runs.open_run(out).checkpoint["model"]["net.layers.0.weight"], good)
 
 
 def test_deferred_divergence_check_names_the_first_bad_step(circuit):
-    """The GPU's check (no host sync per batch): one sync at the end of the pass, the same step."""
-    c = circuit.with_algorithm("bp").with_updates("network.layers.0.activation=linear", "optimizer.name=sgd",
-                                                  "optimizer.lr=1e10")
-    steps = []
-    for defer in (False, True):
-        session = Session(c)
-        session.defer_checks = defer
-        with pytest.raises(DivergenceError, match=r"epoch 1, step (\d+):") as err:
-            session.run_epoch(1)
-        steps.append(err.value.args[0].split("step ")[1].split(":")[0])
-        assert ("checked at the end of the pass" in str(err.value)) == defer
-    assert steps[0] == steps[1]
+    """The GPU's check (no host sync per batch): one sync at the end of the pass, the same step
+    and cause, for a loss that overflows at once and for one that explodes."""
+    for lr, cause in (("1e38", "not finite"), ("1e10", "grew from")):
+        c = circuit.with_algorithm("bp").with_updates("network.layers.0.activation=linear", "optimizer.name=sgd",
+                                                      f"optimizer.lr={lr}")
+        steps = []
+        for defer in (False, True):
+            session = Session(c)
+            session.defer_checks = defer
+            with pytest.raises(DivergenceError, match=r"epoch 1, step (\d+):") as err:
+                session.run_epoch(1)
+            steps.append(err.value.args[0].split("step ")[1].split(":")[0])
+            assert cause in str(err.value) and "optimizer.lr" in str(err.value)
+            assert ("checked at the end of the pass" in str(err.value)) == defer
+        assert steps[0] == steps[1], lr
 
 
 def test_resume_equals_uninterrupted_on_the_fast_path(tmp_path, circuit):
