@@ -149,7 +149,7 @@ class Session:
                 if float(v) > EXPLOSION * max(first, 1.0):
                     raise DivergenceError(
                         f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
-                        f"{float(v):.4g}; {self._hint(name == 'feedback loss', name == 'loss')}")
+                        f"{float(v):.4g}{self._largest_update()}; {self._hint(name == 'feedback loss', name == 'loss')}")
             return
         with torch.no_grad():
             params = list(self.rule.named_parameters())
@@ -163,6 +163,16 @@ class Session:
         forward = not _finite(result.loss) or any("feedback" not in c for c in culprits)
         raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite (NaN/inf); "
                               f"{self._hint(feedback, forward)}")
+
+    @torch.no_grad()
+    def _largest_update(self) -> str:
+        """', the largest relative update: layer2.weight (‖grad‖/‖w‖ = ...)' of this step's gradients."""
+        ratios = [(float(p.grad.norm() / p.norm().clamp_min(1e-30)), _friendly(n))
+                  for n, p in self.rule.named_parameters() if p.grad is not None]
+        if not ratios:
+            return ""
+        ratio, name = max(ratios)
+        return f" (the largest relative update: {name}, ‖grad‖/‖w‖ = {ratio:.3g})"
 
     def _hint(self, feedback: bool, forward: bool = True) -> str:
         """The settings of the diverging parts, with their values: the feedback pathway's

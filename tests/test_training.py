@@ -162,7 +162,7 @@ def test_divergence_names_layer_and_step_and_keeps_checkpoint(tmp_path, circuit)
     out = tmp_path / "run.h5"
     train(c.with_updates("optimizer.lr=0.01"), epochs=1, out=out, progress=False)
     good = runs.open_run(out).checkpoint["model"]["net.layers.0.weight"]
-    with pytest.raises(DivergenceError, match=r"epoch 1, step \d+: .*layer\d.*not finite"):
+    with pytest.raises(DivergenceError, match=r"epoch 1, step \d+: .*(layer\d.*not finite|grew from .*layer\d.*optimizer.lr = 1e\+10)"):
         train(c.with_updates("optimizer.lr=1e10"), epochs=1, out=tmp_path / "other.h5", progress=False)
     assert not (tmp_path / "other.h5").exists()
     np.testing.assert_array_equal(runs.open_run(out).checkpoint["model"]["net.layers.0.weight"], good)
