@@ -586,6 +586,8 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] | Non
             allowed = _allowed_keys(tuple(p for p in e["loc"][:-1] if p not in tags), root or Circuit)
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
+        if isinstance(value, _Boolean):  # (see Spec._no_boolean_numbers)
+            msg, value = "expected a number, not a boolean", value.value
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {_REPR.repr(value)}"
         lines.append(_bounded(f"{source}: {loc or '<top>'}: {msg}{shown}", 300))
     kept = [line for i, line in enumerate(lines) if sum(map(len, lines[: i + 1])) <= MAX_MESSAGE] or lines[:1]

@@ -169,7 +169,8 @@ class Session:
             if v > EXPLOSION * max(first, 1.0):
                 raise DivergenceError(
                     f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
-                    f"{v:.4g}{_DEFERRED * deferred}; {self._hint(name == 'feedback loss', name == 'loss')}")
+                    f"{v:.4g}{_DEFERRED if deferred else self._largest_update()}; "
+                    f"{self._hint(name == 'feedback loss', name == 'loss')}")
 
     def diverged(self, x, epoch: int, step: int, loss, feedback_loss, deferred: bool = False) -> None:
         """Raise DivergenceError naming the first non-finite parameter, update or activity (on a
@@ -186,6 +187,16 @@ class Session:
         forward = not _finite(loss) or any("feedback" not in c for c in culprits)
         raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite "
                               f"(NaN/inf){_DEFERRED * deferred}; {self._hint(feedback, forward)}")
+
+    @torch.no_grad()
+    def _largest_update(self) -> str:
+        """', the largest relative update: layer2.weight (‖grad‖/‖w‖ = ...)' of this step's gradients."""
+        ratios = [(float(p.grad.norm() / p.norm().clamp_min(1e-30)), _friendly(n))
+                  for n, p in self.rule.named_parameters() if p.grad is not None]
+        if not ratios:
+            return ""
+        ratio, name = max(ratios)
+        return f" (the largest relative update: {name}, ‖grad‖/‖w‖ = {ratio:.3g})"
 
     def _hint(self, feedback: bool, forward: bool = True) -> str:
         """The settings of the diverging parts, with their values: the feedback pathway's
