@@ -201,7 +201,8 @@ def launch(job: dict) -> dict:
         return {**job, "error": last}
     row = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"  {row['rule']} threads {row['threads']} batch {row['batch']} {row.get('depth', '')}"
-          f"{'x' + str(row['width']) if 'width' in row else ''}: {row['seconds']:.2f} s", file=sys.stderr)
+          f"{'x' + str(row['width']) if 'width' in row else ''}: {row['wall_seconds']:.2f} wall s, "
+          f"{row['cpu_seconds']:.2f} cpu s, train {row['train_mb']:.1f} MB", file=sys.stderr)
     return row
 
 
