@@ -587,7 +587,9 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] | Non
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
         if isinstance(value, _Boolean):  # (see Spec._no_boolean_numbers)
-            msg, value = "expected a number, not a boolean", value.value
+            if e["type"].startswith(("int", "float", "greater", "less")):
+                msg = "expected a number, not a boolean"
+            value = value.value
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {_REPR.repr(value)}"
         lines.append(_bounded(f"{source}: {loc or '<top>'}: {msg}{shown}", 300))
     kept = [line for i, line in enumerate(lines) if sum(map(len, lines[: i + 1])) <= MAX_MESSAGE] or lines[:1]
