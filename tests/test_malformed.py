@@ -419,7 +419,6 @@ def _prepare(work: Path, trained: Path) -> None:
     with h5py.File(work / "sim.h5", "a") as f:
         f.attrs["kind"] = "simulate"
     (work / "bad").mkdir()
-    src = Path("/work/shared/data/mnist")
     for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz"):
         (work / "bad" / name).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
