@@ -9,6 +9,8 @@ Errors name the file, the key path, the offending value and what was expected.
 from __future__ import annotations
 
 import copy
+import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -23,9 +25,49 @@ TRANSMISSIONS = ("identity", "sign", "step", "bernoulli")
 
 
 class Spec(BaseModel):
-    """Base of every block: frozen, and unknown keys are errors."""
+    """Base of every block: frozen, unknown keys are errors, numbers are finite, and a
+    boolean is not a number (`size: true` is an error, not a layer of 1 unit)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, data):
+        if isinstance(data, dict):
+            bad = {k: _Boolean(v) for k, v in data.items() if isinstance(v, bool) and k in cls.model_fields
+                   and not _takes_bool(cls.model_fields[k].annotation)}
+            if bad:
+                data = {**data, **bad}
+        return data
+
+    @model_validator(mode="after")
+    def _float32_range(self):
+        for key, value in self:  # a network computes in float32: beyond its range every number is inf
+            if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+                raise ValueError(f"{key}: {value!r} is beyond the float32 range ±{FLOAT32_MAX:.3g}; expected a "
+                                 f"finite float32 number")
+        return self
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_REPEAT = 1000  # layers stacked by one spec, and iterations per batch: beyond, a typo
+
+
+class _Boolean:
+    """A YAML true/false where no boolean is expected: passed on as itself, so validation
+    fails naming the key and the value, instead of reading it as 1 or 0."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
+
+
+def _takes_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_takes_bool(a) for a in get_args(annotation) if not isinstance(a, (str, int, float)))
 
 
 # --------------------------------------------------------------------------- layers
@@ -45,7 +87,7 @@ class DenseLayer(Spec):
     bias: bool = True
     transmit: Literal[TRANSMISSIONS] = "identity"  # type: ignore[valid-type]
     straight_through: bool = False
-    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+    repeat: PositiveInt = Field(1, le=MAX_REPEAT, description="stack this many identical layers")
 
     @model_validator(mode="after")
     def _straight_through_needs_transmit(self):
@@ -63,7 +105,7 @@ def _layer_type(value: Any) -> str | None:
 
 
 class _Layer(Spec):
-    repeat: PositiveInt = Field(1, description="stack this many identical layers")
+    repeat: PositiveInt = Field(1, le=MAX_REPEAT, description="stack this many identical layers")
 
 
 Padding = Union[Literal["same"], Annotated[int, Field(ge=0)]]
@@ -325,7 +367,7 @@ class GTP(Spec):
 
     name: Literal["gtp"]
     tau: PositiveFloat = Field(50.0, description="Euler step τ (seed 000 App. B, Tables 1-3)")
-    steps: PositiveInt = Field(1, description="Euler iterations T (seed 000 App. B)")
+    steps: PositiveInt = Field(1, le=MAX_REPEAT, description="Euler iterations T (seed 000 App. B)")
     start: Literal["zero", "activity"] = "zero"
 
 
@@ -346,7 +388,7 @@ class DTPGN(Spec):
     name: Literal["dtp_gn"]
     beta: PositiveFloat = Field(0.1, description="output target step β (seed 001 eq. target-prop)")
     refine: Literal["output", "input"] = "output"
-    iterations: PositiveInt = Field(5, description="K: refinement iterations (sweeps when parallel)")
+    iterations: PositiveInt = Field(5, le=MAX_REPEAT, description="K: refinement iterations (sweeps when parallel)")
     schedule: Literal["parallel", "layerwise"] = "parallel"
     start: Literal["activity", "decoder"] = "activity"
     layer_scaling: bool = True
@@ -359,7 +401,8 @@ class LDRL(Spec):
 
     name: Literal["ldrl"]
     beta: PositiveFloat = Field(0.1, description="output target step β (seed 003 eq. 7)")
-    feedback_iterations: PositiveInt = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
+    feedback_iterations: PositiveInt = Field(1, le=MAX_REPEAT,
+                                             description="feedback updates per batch (Algorithm 1, inner loop)")
 
 
 AlgorithmSpec = Annotated[
@@ -378,6 +421,17 @@ class SyntheticSpec(Spec):
     n_train: PositiveInt = 1000
     n_test: PositiveInt = 200
     hidden: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _allocatable(self):
+        values = (self.n_train + self.n_test + self.hidden + self.n_classes) * self.n_inputs
+        if values > MAX_SYNTHETIC:
+            raise ValueError(f"(n_train + n_test + hidden + n_classes) x n_inputs = {values:,} numbers to draw; "
+                             f"expected at most {MAX_SYNTHETIC:,}")
+        return self
+
+
+MAX_SYNTHETIC = 10**9  # numbers a synthetic task draws (4 GB in float32)
 
 
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "imagenet32")
@@ -446,9 +500,9 @@ from .dynamics.spec import DynamicsSpec  # noqa: E402  (after Spec: no import cy
 class Circuit(Spec):
     """The whole description: network, feedback, learning rule, optimisers, data, schedule."""
 
-    name: str = "circuit"
+    name: str = Field("circuit", description="names the run files, runs/<name>-<algorithm>.h5")
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     network: NetworkSpec
     loss: Literal["cross_entropy", "mse"] = "cross_entropy"
     algorithm: AlgorithmSpec = BP(name="bp")
@@ -460,6 +514,11 @@ class Circuit(Spec):
     dynamics: DynamicsSpec | None = None
     autoencoder: AutoencoderSpec | None = Field(None, description="the network reconstructs its input")
     source: str | None = Field(None, exclude=True, description="file this circuit was read from")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value):
+        return plain_name(value)
 
     @field_validator("autoencoder")
     @classmethod
@@ -491,6 +550,14 @@ class Circuit(Spec):
         return parse_circuit(data, self.source or "<circuit>")
 
 
+def plain_name(value: str) -> str:
+    """A circuit's or protocol's name, which names its run files: a plain file name, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*", value) or ".." in value:
+        raise ValueError("expected a plain name (letters, digits, '_', '-', '+', '=', '.'; no '/', space or '..'): "
+                         "it names the run files, runs/<name>-...h5")
+    return value
+
+
 def _algorithm_model(name: str, source: str | None) -> type[Spec]:
     models = {m.model_fields["name"].annotation.__args__[0]: m for m in AlgorithmSpec.__origin__.__args__}
     if name not in models:
@@ -519,9 +586,26 @@ def format_errors(err: ValidationError, source: str, root: type[BaseModel] | Non
             allowed = _allowed_keys(tuple(p for p in e["loc"][:-1] if p not in tags), root or Circuit)
             msg = "unknown key" + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         value = e.get("input")
-        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {value!r}"
-        lines.append(f"{source}: {loc or '<top>'}: {msg}{shown}")
-    return "\n".join(lines)
+        if isinstance(value, _Boolean):  # (see Spec._no_boolean_numbers)
+            if e["type"].startswith(("int", "float", "greater", "less")):
+                msg = "expected a number, not a boolean"
+            value = value.value
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f"; got {_REPR.repr(value)}"
+        lines.append(_bounded(f"{source}: {loc or '<top>'}: {msg}{shown}", 300))
+    kept = [line for i, line in enumerate(lines) if sum(map(len, lines[: i + 1])) <= MAX_MESSAGE] or lines[:1]
+    if len(kept) < len(lines):  # (an alias bomb can fail a billion times)
+        kept.append(f"{source}: ... and {len(lines) - len(kept)} more errors")
+    return "\n".join(kept)
+
+
+MAX_MESSAGE = 1200  # characters of error lines shown
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 6, 6, 120, 120
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters (error messages stay readable whatever the input)."""
+    return text if len(text) <= limit else text[: limit - 5] + " ..."
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
@@ -576,16 +660,42 @@ def parse_circuit(data: Any, source: str = "<circuit>") -> Circuit:
         raise ConfigError(format_errors(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML says keys are
+    unique; PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first}); a key may appear once "
+                                f"in a block", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, what: str) -> Any:
     """The parsed content of a YAML file ({} if empty); errors name the file."""
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read {what} file ({err.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: byte {raw[err.start]:#04x} is not UTF-8 text; expected a {what} "
+                          f"file saved as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_bounded(str(err), 600)}") from None
     return copy.deepcopy(data) if data is not None else {}
 
 

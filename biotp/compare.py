@@ -174,7 +174,7 @@ def compare(
         previous = open_run(out)
         if previous.attrs.get("kind") != "compare":
             raise BiotpError(f"{out}: exists and is not a comparison file (kind {previous.attrs.get('kind')!r}); "
-                             f"give another --out")
+                             f"expected a comparison file (kind 'compare') to resume, or give another --out")
         _check_same_circuit(previous.attrs["circuit_yaml"], circuit, out)
         done = dict(previous.groups.get("runs", {}))
         stored = [a for a in str(previous.attrs.get("algorithms", "")).split(",") if a]

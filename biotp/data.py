@@ -403,15 +403,15 @@ def _synthetic(seed: int, options: dict[str, Any] | None) -> _Raw:
 
 def _val_count(val_split: float | int, n: int) -> int:
     if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real):
-        raise DataError(f"val_split={val_split!r}: expected a fraction in [0, 1) or a count of training examples")
+        raise DataError(f"data.val_split: {val_split!r}: expected a fraction in [0, 1) or a count of training examples")
     if isinstance(val_split, numbers.Integral):
         count = int(val_split)
         if not 0 <= count < n:
-            raise DataError(f"val_split={count}: expected a count in 0..{n - 1} "
+            raise DataError(f"data.val_split: {count}: expected a count in 0..{n - 1} "
                             f"(the training set has {n} examples)")
         return count
     if not 0.0 <= float(val_split) < 1.0:
-        raise DataError(f"val_split={val_split!r}: expected a fraction in [0, 1) or an integer count")
+        raise DataError(f"data.val_split: {val_split!r}: expected a fraction in [0, 1) or an integer count")
     return min(int(round(float(val_split) * n)), n - 1)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import nn
 
 from .circuit import Circuit
+from .errors import ConfigError
 from .layers import build_layer, feedback_for, initialise
 
 
@@ -34,13 +36,11 @@ class Network(nn.Module):
                  with_feedback: bool, seed: int | None = None):
         super().__init__()
         shape = (int(input_shape),) if isinstance(input_shape, int) else tuple(int(s) for s in input_shape)
+        _check_buildable(circuit, shape, with_feedback)  # shapes and sizes, before any memory is taken
         self.shapes: list[tuple[int, ...]] = [shape]
         layers = []
         for i, spec in enumerate(circuit.network.expanded()):
-            try:
-                built = build_layer(spec, self.shapes[-1])
-            except ValueError as err:
-                raise ValueError(f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {err}") from None
+            built = _build(circuit, i, spec, self.shapes[-1])
             for layer in built:
                 layers.append(layer)
                 self.shapes.append(tuple(layer.out_shape))
@@ -98,3 +98,64 @@ def _weights(module: nn.Module) -> list[torch.Tensor]:
 
 def n_inputs_of(shape: int | tuple[int, ...]) -> int:
     return shape if isinstance(shape, int) else math.prod(shape)
+
+
+def _build(circuit: Circuit, i: int, spec, in_shape: tuple[int, ...]) -> list:
+    """The populations of layer spec `i` on inputs of `in_shape`; a spec that does not fit its
+    input (a kernel larger than the image) is a ConfigError naming the layer."""
+    where = f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}"
+    try:
+        built = build_layer(spec, in_shape)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    for layer in built:
+        if any(int(n) < 1 for n in layer.out_shape):
+            raise ConfigError(f"{where}: {spec.type} {spec.model_dump(exclude_defaults=True)} on an input of shape "
+                              f"{list(in_shape)} gives the empty output shape {list(layer.out_shape)}; expected every "
+                              f"dimension ≥ 1 (a smaller kernel, pool or stride, or more padding)")
+        in_shape = tuple(layer.out_shape)
+    return built
+
+
+MEMORY_FACTOR = 4  # bytes a parameter takes in training: weights, gradients, two optimiser moments (x 4 bytes each)
+
+
+def _check_buildable(circuit: Circuit, shape: tuple[int, ...], with_feedback: bool) -> None:
+    """Build the network on torch's meta device (shapes, no memory) and refuse one whose
+    parameters cannot be allocated on this machine, naming its largest layer."""
+    counts = []
+    with torch.device("meta"):
+        for i, spec in enumerate(circuit.network.expanded()):
+            try:
+                built = _build(circuit, i, spec, shape)
+            except (RuntimeError, OverflowError) as err:  # a size even the bookkeeping cannot hold
+                raise ConfigError(f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {spec.type} "
+                                  f"{spec.model_dump(exclude_defaults=True)} on an input of shape {list(shape)} "
+                                  f"cannot be allocated ({err}); expected smaller layers") from None
+            counts.append(sum(p.numel() for layer in built for p in layer.parameters()))
+            shape = tuple(built[-1].out_shape)
+    total = sum(counts) * (2 if with_feedback else 1)  # feedback pathways mirror the forward weights
+    available = _available_memory()
+    if available is not None and total * 4 * MEMORY_FACTOR > available:
+        i = max(range(len(counts)), key=counts.__getitem__)
+        spec = circuit.network.expanded()[i]
+        raise ConfigError(
+            f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {spec.type} "
+            f"{spec.model_dump(exclude_defaults=True)} makes a network of {total:,} parameters, "
+            f"{total * 4 * MEMORY_FACTOR / 1e9:.3g} GB to train, more than the {available / 1e9:.3g} GB of memory "
+            f"available; expected smaller layers")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

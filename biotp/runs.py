@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 import yaml
 
-from .errors import BiotpError
+from .errors import BiotpError, RunFileError
 
 Tree = Mapping[str, Any]  # leaves: arrays, or Leaf(array, attrs); inner nodes: mappings
 
@@ -78,8 +78,11 @@ def check_same_circuit(stored, circuit, path) -> None:
 
 
 def _flat(tree, prefix: str = "") -> dict:
+    """{'a.b.0.c': leaf} of nested mappings and lists of mappings (so a difference names its key)."""
     if isinstance(tree, dict):
         return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and any(isinstance(x, (dict, list)) for x in tree):
+        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f"{prefix}{i}.").items()}
     return {prefix.rstrip("."): tree}
 
 
@@ -134,10 +137,20 @@ def claim(path: str | Path) -> None:
     if path in _CLAIMS:
         _CLAIMS[path][1] += 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise BiotpError(f"{path}: is a directory; expected the path of a run file to write (e.g. {path}/run.h5)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BiotpError(f"{path}: cannot create the directory {path.parent} ({err.strerror}); expected a writable "
+                         f"place for the run file") from None
     lock = path.with_name(path.name + ".lock")
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise BiotpError(f"{path}: cannot write in {path.parent} ({err.strerror}); expected a writable place "
+                             f"for the run file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -264,6 +277,10 @@ class Run:
         from .circuit import parse_circuit
         import yaml
 
+        if "circuit_yaml" not in self.attrs:
+            raise RunFileError(f"{self.path}: no root attribute circuit_yaml (the circuit the run was made with; "
+                               f"attributes: {', '.join(sorted(self.attrs)) or 'none'}); expected a run file written "
+                               f"by biotp train, simulate, run or compare")
         return parse_circuit(yaml.safe_load(self.attrs["circuit_yaml"]), f"{self.path}:/circuit_yaml")
 
     def metrics_table(self) -> str:

@@ -89,7 +89,10 @@ def _device(device: str | None) -> torch.device:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu", stacklevel=3)
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
 
 
 def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
@@ -157,6 +160,13 @@ def simulate(
     spec = circuit.dynamics
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if duration is not None and not isinstance(duration, (int, float)):
+        try:
+            duration = parse_quantity(duration, "time")
+        except ValueError as err:
+            raise ConfigError(f"--duration {duration!r}: {err}") from None
+    if duration is not None and not 0 < duration < float("inf"):
+        raise ConfigError(f"--duration {duration!r} s: expected a positive, finite time")
     if out is not None:
         claim(out)  # before any work: a second writer of `out` is refused now
     dev = _device(device) if backend == "torch" else torch.device("cpu")
@@ -174,8 +184,7 @@ def simulate(
         drawn = {"split": "given", "note": "x, y passed by the caller: the index is the position in them"}
     presentation = spec.forward_phase + spec.target_phase
     if duration is not None:
-        seconds = duration if isinstance(duration, (int, float)) else parse_quantity(duration, "time")
-        n = max(1, int(round(seconds / presentation, 9)))
+        n = max(1, int(round(duration / presentation, 9)))
         x, y = x[:n], y[:n]
     index = index[: len(x)]
     x = x.flatten(1).to(dev, dtype)

@@ -10,6 +10,7 @@ reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,7 +24,7 @@ from .algorithms import Algorithm, build
 from .augment import augment
 from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
-from .errors import BiotpError, DivergenceError
+from .errors import BiotpError, ConfigError, DataError, DivergenceError, RunFileError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
 from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
 
@@ -36,6 +37,7 @@ def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
     if not params:
         return None
     kwargs = spec.model_dump(exclude={"name"})
+    kwargs.setdefault("foreach", True)  # multi-tensor updates on the CPU too (torch's default only on GPUs)
     return OPTIMIZERS[spec.name](params, **kwargs)
 
 
@@ -45,7 +47,10 @@ def pick_device(device: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BiotpError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BiotpError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
 
 
 class Session:
@@ -55,10 +60,15 @@ class Session:
         self.circuit = circuit
         self.device = pick_device(device)
         d = circuit.data
-        splits = datasets.load(
-            d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-            synthetic=d.synthetic.model_dump(),
-        )
+        try:
+            splits = datasets.load(
+                d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                synthetic=d.synthetic.model_dump(),
+            )
+        except DataError as err:  # a circuit's data settings that do not fit its dataset: name the file
+            if str(err).startswith("data."):
+                raise DataError(f"{circuit.source or '<circuit>'}: {err}") from None
+            raise
         self.train, self.val, self.test = (
             (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
         )
@@ -68,8 +78,17 @@ class Session:
         torch.manual_seed(circuit.seed)
         # data stay flat; the network reshapes them to the input shape where a layer is spatial
         self.rule: Algorithm = build(circuit, splits.train.input_shape, self.n_classes, self.device)
+        self._first_loss: dict[str, float] = {}  # the first batch's losses, against which growth is divergence
+        out, want = tuple(self.rule.net.shapes[-1]), (self.train[1].shape[1] if circuit.autoencoder else self.n_classes,)
+        if out != want:
+            raise ConfigError(f"{circuit.source or '<circuit>'}: network.layers: the last population has shape "
+                              f"{list(out)}; expected a vector of {want[0]} units (one per "
+                              f"{'input to reconstruct' if circuit.autoencoder else 'class'})")
         self.opt_forward = make_optimizer(circuit.optimizer, self.rule.forward_params())
         self.opt_feedback = make_optimizer(circuit.feedback.optimizer, self.rule.feedback_params())
+        # the divergence check at the end of each pass, not per batch: on a GPU a per-batch check
+        # would make the host wait for the device every batch
+        self.defer_checks = self.device.type != "cpu"
         if hasattr(self.rule, "feedback_optimizer"):  # rules taking several feedback steps per batch (ldrl)
             self.rule.feedback_optimizer = self.opt_feedback
 
@@ -110,22 +129,52 @@ class Session:
         passes = self.passes(epoch)
         n_batches = -(-len(self.train[0]) // self.circuit.data.batch_size)
         bar = progress_bar(total=n_batches * len(passes), desc=f"epoch {epoch}", leave=False, disable=not progress, lines=None)
+        deferred = self.defer_checks
         for forward, feedback in passes:
+            losses = []  # deferred: the pass's losses, kept on the device until its end
             for step, (x, y) in enumerate(self.batches(epoch), start=1):
                 self.rule.zero_grad(set_to_none=True)
                 result = self.rule.grads(x, y, forward=forward, feedback=feedback)
-                self.check_finite(result, x, epoch, step)
+                if deferred:
+                    losses.append((result.loss.detach(), result.feedback_loss))
+                else:
+                    self.check_finite(result.loss, result.feedback_loss, x, epoch, step)
                 if forward:
                     self.opt_forward.step()
                 if feedback and self.opt_feedback is not None:
                     self.opt_feedback.step()
                 bar.update()
+            if losses:  # the pass's one host sync: the same checks, step by step
+                table = torch.stack([torch.stack((l, l.new_zeros(()) if f is None else f.detach())) for l, f in losses])
+                for step, ((loss, fb_loss), (_, f)) in enumerate(zip(table.cpu().tolist(), losses), start=1):
+                    self.check_finite(loss, None if f is None else fb_loss, x, epoch, step, deferred=True)
         bar.close()
 
-    def check_finite(self, result, x, epoch: int, step: int) -> None:
-        """Stop on NaN/inf, naming where it first shows: a parameter, its update, or an activity."""
-        if all(v is None or torch.isfinite(v) for v in (result.loss, result.feedback_loss)):
-            return
+    def check_finite(self, loss, feedback_loss, x, epoch: int, step: int, deferred: bool = False) -> None:
+        """Stop on NaN/inf, naming where it first shows (a parameter, its update, or an
+        activity), and on a loss grown EXPLOSION-fold since the first batch; either way
+        naming the settings of the part that diverged.  `deferred`: checked at the end of the
+        pass (on a GPU, so the host does not wait for the device every batch)."""
+        if not (_finite(loss) and _finite(feedback_loss)):
+            self.diverged(x, epoch, step, loss, feedback_loss, deferred)
+        self.check_growth(loss, feedback_loss, epoch, step, deferred)
+
+    def check_growth(self, loss, feedback_loss, epoch: int, step: int, deferred: bool = False) -> None:
+        """A finite loss grown EXPLOSION-fold (and above EXPLOSION) since the first batch has diverged too."""
+        for name, v in (("loss", loss), ("feedback loss", feedback_loss)):
+            if v is None:
+                continue
+            v = float(v)
+            first = self._first_loss.setdefault(name, v)
+            if v > EXPLOSION * max(first, 1.0):
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {step}: the {name} grew from {first:.4g} to "
+                    f"{v:.4g}{_DEFERRED if deferred else self._largest_update()}; "
+                    f"{self._hint(name == 'feedback loss', name == 'loss')}")
+
+    def diverged(self, x, epoch: int, step: int, loss, feedback_loss, deferred: bool = False) -> None:
+        """Raise DivergenceError naming the first non-finite parameter, update or activity (on a
+        GPU the check runs at the end of the pass, so what it names is the state after the pass)."""
         with torch.no_grad():
             params = list(self.rule.named_parameters())
             culprits = [_friendly(n) for n, p in params if not torch.isfinite(p).all()]
@@ -133,10 +182,33 @@ class Session:
                          if p.grad is not None and not torch.isfinite(p.grad).all()]
             culprits += [f"the activity of {name}" for name, h in zip(self.rule.net.layer_names(), self.rule.net(x)[1:])
                          if not torch.isfinite(h).all()]
-        raise DivergenceError(
-            f"training diverged at epoch {epoch}, step {step}: {(culprits or ['the loss'])[0]} is not finite "
-            f"(NaN/inf); lower the learning rate or eta_hat"
-        )
+        first = (culprits or ["the loss" if not _finite(loss) else "the feedback loss"])[0]
+        feedback = not _finite(feedback_loss) or any("feedback" in c for c in culprits)
+        forward = not _finite(loss) or any("feedback" not in c for c in culprits)
+        raise DivergenceError(f"training diverged at epoch {epoch}, step {step}: {first} is not finite "
+                              f"(NaN/inf){_DEFERRED * deferred}; {self._hint(feedback, forward)}")
+
+    @torch.no_grad()
+    def _largest_update(self) -> str:
+        """', the largest relative update: layer2.weight (‖grad‖/‖w‖ = ...)' of this step's gradients."""
+        ratios = [(float(p.grad.norm() / p.norm().clamp_min(1e-30)), _friendly(n))
+                  for n, p in self.rule.named_parameters() if p.grad is not None]
+        if not ratios:
+            return ""
+        ratio, name = max(ratios)
+        return f" (the largest relative update: {name}, ‖grad‖/‖w‖ = {ratio:.3g})"
+
+    def _hint(self, feedback: bool, forward: bool = True) -> str:
+        """The settings of the diverging parts, with their values: the feedback pathway's
+        training, the forward weights' (the learning rate and the rule's target step)."""
+        c, keys = self.circuit, {}
+        if feedback:
+            keys.update({"feedback.noise": c.feedback.noise, "feedback.optimizer.lr": c.feedback.optimizer.lr})
+        if forward or not keys:
+            keys.update({"optimizer.lr": c.optimizer.lr,
+                         **{f"algorithm.{k}": getattr(c.algorithm, k) for k in ("eta_hat", "beta", "tau")
+                            if hasattr(c.algorithm, k)}})
+        return "settings involved: " + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + " (lower them)"
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -190,6 +262,14 @@ class Session:
         return int(tree["epoch"])
 
 
+_DEFERRED = " (checked at the end of the pass)"
+EXPLOSION = 1e4  # a loss grown this many times (and above 1e4) since the first batch has diverged
+
+
+def _finite(v) -> bool:
+    return v is None or math.isfinite(float(v))
+
+
 def _friendly(param_name: str) -> str:
     """net.layers.2.weight -> layer3.weight; net.feedback.3.weight -> feedback g3.weight."""
     parts = param_name.split(".")
@@ -218,6 +298,22 @@ def _optimizer_from_tree(tree: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
+def _check_resumable(run: Run) -> None:
+    """A train run file with its circuit and a complete checkpoint, else a RunFileError
+    naming the file and what it lacks (before any work)."""
+    kind = run.attrs.get("kind", "train")
+    if kind != "train":
+        raise RunFileError(f"{run.path}: attribute kind is {kind!r}; expected a train run file (kind 'train', "
+                           f"written by biotp train) to resume")
+    run.circuit  # noqa: B018  (names a missing or malformed circuit_yaml)
+    missing = [k for k in ("model", "rng", "epoch") if k not in run.checkpoint]
+    if "checkpoint" not in run.groups or missing:
+        what = "no /checkpoint group" if "checkpoint" not in run.groups else \
+            f"/checkpoint lacks {', '.join(f'/checkpoint/{k}' for k in missing)}"
+        raise RunFileError(f"{run.path}: {what}; expected a checkpoint (model, rng, epoch) written by biotp train "
+                           f"to resume from")
+
+
 def train(
     circuit: Circuit | None = None,
     *,
@@ -243,6 +339,7 @@ def train(
     start = 1
     if resume is not None:
         previous = open_run(resume)
+        _check_resumable(previous)
         if circuit is not None:
             check_same_circuit(previous.circuit, circuit, resume)
         circuit = circuit or previous.circuit

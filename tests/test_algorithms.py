@@ -220,6 +220,27 @@ def test_fwdtp_never_trains_feedback():
     assert all(torch.equal(before[k], v) for k, v in rule.net.feedback.state_dict().items())
 
 
+def test_fwdtp_targets_are_the_difference_correction_through_its_fixed_feedback():
+    """Seed 002 eq. 3.15 written out: the penultimate target is a gradient step of the summed
+    loss, each target below h_{l-1} + g_l(t_l) - g_l(h_l) through fwdtp's untrained g_l."""
+    rule, x, y = make("fwdtp", eta_hat=0.05)
+    hs = [h.detach() for h in rule.net(x)]
+    got = rule.targets(rule.net(x), y)
+    L = rule.net.depth
+    h = hs[L - 1].clone().requires_grad_()
+    loss = nn.functional.cross_entropy(rule.net.layers[L - 1](h), y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, h)
+    t, want = hs[L - 1] - 0.05 * grad, {}
+    want[L - 1] = t
+    for l in range(L - 1, 1, -1):
+        g = rule.net.feedback[str(l)]
+        t = hs[l - 1] + g(t) - g(hs[l])
+        want[l - 1] = t.detach()
+    assert set(got) == set(want)
+    for l in want:
+        torch.testing.assert_close(got[l], want[l], rtol=1e-12, atol=1e-13)
+
+
 def test_tp_family_forward_grads_are_local_losses():
     """Fusing every layer's loss in one backward equals one backward per loss."""
     rule, x, y = make("dtp")

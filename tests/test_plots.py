@@ -15,7 +15,7 @@ import biotp
 from biotp.cli import main
 from biotp.compare import compare
 from biotp.errors import BiotpError
-from biotp.plots import angles, figures, jml, learning_curves, plot, residual, settling, traces
+from biotp.plots import angles, figures, jml, learning_curves, plot, settling, traces
 from biotp.runs import Leaf, write_run
 
 QUICK = ["data.limit=200", "data.batch_size=32"]

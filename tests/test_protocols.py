@@ -172,6 +172,23 @@ def test_blocked_plasticity_changes_no_weight(tmp_path):
         assert not torch.equal(getattr(after, part)[l], getattr(before, part)[l]), (part, l)
 
 
+def test_blocked_plasticity_holds_the_weights_during_every_trial(tmp_path):
+    """What restoring the weights after each trial would not give: while W_1 is blocked,
+    layer 1's activity moves, at every recorded instant of every trial, exactly as in a circuit
+    without plasticity (its input and W_1 never change), while layer 2, whose W_2 learns,
+    departs from it."""
+    record = {"populations": {"layer1": ["h"], "layer2": ["h"]}, "every": "0.2 ms", "trials": 2}
+    blocked = protocol(tmp_path, interventions=[{"kind": "block_plasticity", "projections": ["forward.layer1"]}],
+                       record=record)
+    frozen = protocol(tmp_path, overrides=["dynamics.plasticity.rule=none"], record=record)
+    (_, a), (_, b) = point_run(blocked), point_run(frozen)
+    h1, h1_frozen = a["traces"]["layer1"]["h"].data, b["traces"]["layer1"]["h"].data
+    assert h1.shape == h1_frozen.shape and h1.shape[0] > 2 * 50  # two trials of forward + target phase
+    np.testing.assert_array_equal(h1, h1_frozen)
+    h2, h2_frozen = a["traces"]["layer2"]["h"].data, b["traces"]["layer2"]["h"].data
+    assert np.abs(h2 - h2_frozen).max() > 1e-6
+
+
 def test_noise_has_the_requested_sigma(tmp_path):
     """Noise into layer 1's activity: with the input clamped, h_1 - f(a_1) is an Euler-
     Maruyama Ornstein-Uhlenbeck process whose stationary variance is σ²/(1 - dt/(2τ_f))."""

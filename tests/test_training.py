@@ -51,8 +51,61 @@ def test_a_resume_may_grow_the_epochs_only_and_the_file_keeps_its_history(tmp_pa
     assert third.attrs["resumes"].splitlines()[1].endswith(" biotp train third")
 
 
+# rule -> tests that compare it with an independent computation (hand-written formulas, autograd,
+# an equivalent rule on exact inverses, BP's gradient), each as file::function
+INDEPENDENT = {
+    "bp": ["test_algorithms.py::test_bp_is_autograd_gradient"],
+    "fa": ["test_algorithms.py::test_fa_with_transposed_weights_is_bp",
+           "test_fa_conv.py::test_fa_conv_net_matches_a_backward_pass_written_by_hand"],
+    "dfa": ["test_algorithms.py::test_dfa_matches_hand_written_deltas"],
+    "tp": ["test_algorithms.py::test_dtp_with_exact_inverse_gives_tp_targets"],
+    "dtp": ["test_algorithms.py::test_dtp_with_exact_inverse_gives_tp_targets",
+            "test_algorithms.py::test_dtp_penultimate_update_is_bp_direction"],
+    "sdtp": ["test_algorithms.py::test_inverse_losses_noise_preserving_versus_denoising",
+             "test_algorithms.py::test_sdtp_top_target_uses_the_label_not_the_gradient"],
+    "ao_sdtp": ["test_algorithms.py::test_ao_sdtp_auxiliary_features_are_fixed_and_used"],
+    "fwdtp": ["test_algorithms.py::test_fwdtp_targets_are_the_difference_correction_through_its_fixed_feedback"],
+    "gtp": ["test_algorithms_seed_rules.py::test_gtp_targets_are_euler_solution_of_eq3",
+            "test_algorithms_seed_rules.py::test_gtp_weight_update_is_eq5"],
+    "dtp_gn": ["test_algorithms_seed_rules.py::test_dtp_gn_update_is_dtp1_formula",
+               "test_algorithms_seed_rules.py::test_dtp_gn_decoder_rule"],
+    "ldrl": ["test_algorithms_seed_rules.py::test_ldrl_feedback_loss_is_ip_plus_rr"],
+    "tjml": ["test_tjml.py::test_small_beta_error_is_first_order_in_beta",
+             "test_tjml.py::test_pseudo_inverse_and_inverse_conditions"],
+}
+COMPARISONS = ("assert_close", "assert_allclose", "assert_array_equal", "approx(", "allclose(", "angle_deg(")
+
+
 def test_every_registered_rule_is_covered():
-    assert set(RULES) <= set(ALGORITHMS)
+    """Every rule in the registry (and only those) has a test comparing it with an independent
+    computation: the test exists, builds that rule (names it, or its helper does) and asserts
+    a numerical comparison."""
+    import ast
+    import re
+    from pathlib import Path
+
+    assert set(INDEPENDENT) == set(ALGORITHMS), (set(ALGORITHMS) ^ set(INDEPENDENT))
+    here = Path(__file__).parent
+    for rule, tests in INDEPENDENT.items():
+        for ref in tests:
+            file, name = ref.split("::")
+            source = (here / file).read_text()
+            functions = {f.name: f for f in ast.walk(ast.parse(source)) if isinstance(f, ast.FunctionDef)}
+            assert name in functions, f"{rule}: {ref} does not exist"
+            node = functions[name]
+            text = "\n".join(ast.get_source_segment(source, d) for d in node.decorator_list)
+            text += ast.get_source_segment(source, node)
+            seen, todo = set(), [node]  # and the helpers it calls, helpers of helpers ...
+            while todo:
+                for call in ast.walk(todo.pop()):
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in functions \
+                            and call.func.id not in seen:
+                        seen.add(call.func.id)
+                        todo.append(functions[call.func.id])
+                        text += ast.get_source_segment(source, functions[call.func.id])
+            assert re.search(rf"(?<![a-z]){rule}(?![a-z])", text), f"{ref} never names rule {rule!r}"
+            assert any(c in ast.get_source_segment(source, node) for c in COMPARISONS), \
+                f"{ref} asserts no numerical comparison"
 
 
 def _same_metrics(a, b):
@@ -110,9 +163,40 @@ def test_divergence_names_layer_and_step_and_keeps_checkpoint(tmp_path, circuit)
     train(c.with_updates("optimizer.lr=0.01"), epochs=1, out=out, progress=False)
     good = runs.open_run(out).checkpoint["model"]["net.layers.0.weight"]
     with pytest.raises(DivergenceError, match=r"epoch 1, step \d+: .*layer\d.*not finite"):
-        train(c.with_updates("optimizer.lr=1e10"), epochs=1, out=tmp_path / "other.h5", progress=False)
+        train(c.with_updates("optimizer.lr=1e38"), epochs=1, out=tmp_path / "other.h5", progress=False)
     assert not (tmp_path / "other.h5").exists()
     np.testing.assert_array_equal(runs.open_run(out).checkpoint["model"]["net.layers.0.weight"], good)
+
+
+def test_deferred_divergence_check_names_the_first_bad_step(circuit):
+    """The GPU's check (no host sync per batch): one sync at the end of the pass, the same step
+    and cause, for a loss that overflows at once and for one that explodes."""
+    for lr, cause in (("1e38", "not finite"), ("1e10", "grew from")):
+        c = circuit.with_algorithm("bp").with_updates("network.layers.0.activation=linear", "optimizer.name=sgd",
+                                                      f"optimizer.lr={lr}")
+        steps = []
+        for defer in (False, True):
+            session = Session(c)
+            session.defer_checks = defer
+            with pytest.raises(DivergenceError, match=r"epoch 1, step (\d+):") as err:
+                session.run_epoch(1)
+            steps.append(err.value.args[0].split("step ")[1].split(":")[0])
+            assert cause in str(err.value) and "optimizer.lr" in str(err.value)
+            assert ("checked at the end of the pass" in str(err.value)) == defer
+        assert steps[0] == steps[1], lr
+
+
+def test_resume_equals_uninterrupted_on_the_fast_path(tmp_path, circuit):
+    """The closed-form, layer-batched path of the TP rules (algorithms/fused.py) resumes exactly."""
+    for name in ("dtp", "sdtp"):
+        c = circuit.with_algorithm(name).with_updates("network.layers.0.repeat=3")
+        assert Session(c).rule.fusable()
+        whole = train(c, epochs=3, out=tmp_path / f"{name}_whole.h5", progress=False)
+        train(c, epochs=1, out=tmp_path / f"{name}_part.h5", progress=False)
+        resumed = train(resume=tmp_path / f"{name}_part.h5", epochs=3, progress=False)
+        _same_metrics(whole.metrics, resumed.metrics)
+        for key, value in whole.checkpoint["model"].items():
+            np.testing.assert_array_equal(value, resumed.checkpoint["model"][key], err_msg=key)
 
 
 def test_interrupted_write_leaves_previous_file_intact(tmp_path, monkeypatch):

@@ -7,13 +7,19 @@ One batch (seed 002 Algorithm 1, seed 004 Algorithm 1):
   3. feedback: each trained g_l minimises an inverse loss on noise-corrupted activity;
   4. forward: f_l (l < L) minimises ||f_l(h_{l-1}) - ĥ_l||², f_L the global loss L.
 All losses are layer-local, so their gradients are computed in one backward pass over
-graphs cut between layers; the result equals one backward pass per loss.
+graphs cut between layers; the result equals one backward pass per loss.  On a stack of plain
+dense populations (`fused_grads`) the hidden layers' losses skip the graph: their gradients are
+taken in closed form, batched across layers of equal shape (`algorithms.fused`), and only the
+output layer goes through autograd; the targets, the noise and the updates are the same.
 """
 
 import torch
 
+from ..errors import ConfigError
+from ..layers import DenseFeedback
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
+from .fused import fusable, inverse_loss_grads, layer_loss_grads
 
 
 class TP(Algorithm):
@@ -25,9 +31,12 @@ class TP(Algorithm):
     uses_feedback_modules = True
     supports_transmission = True
     denoise = False  # inverse loss target: h + ε (noise-preserving) or h (de-noising)
+    fuse = True  # take `fused_grads` where the network allows it (False: always the graph)
 
     # ------------------------------------------------------------------ the interface
     def grads(self, x, y, *, forward=True, feedback=True):
+        if self.fusable():
+            return self.fused_grads(x, y, forward=forward, feedback=feedback)
         hs, trained = self.activities(x, y)
         out = hs[-1]
         loss = self.loss(out, y)
@@ -40,6 +49,49 @@ class TP(Algorithm):
             fb_loss = self.inverse_loss(hs)
             total = fb_loss if total is None else total + fb_loss
         if total is not None:
+            total.backward()
+        return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
+
+    def fusable(self) -> bool:
+        """Every hidden population a plain dense layer (`fused.fusable`), and the rule's activities
+        and inverse loss TP's own (a rule that changes them takes the graph)."""
+        cls = type(self)
+        return (self.fuse and cls.activities is TP.activities and cls.inverse_loss is TP.inverse_loss
+                and all(fusable(m) for m in self.net.layers[:-1]))
+
+    def fused_grads(self, x, y, *, forward=True, feedback=True):
+        """`grads` on a stack of dense populations: the same targets, noise and updates, with the
+        hidden layers' losses in closed form (`algorithms.fused`) and the inverse losses of
+        equal-shaped g_l, f_l batched; what is not dense (f_L; g_L of SDTP) takes the graph."""
+        net, L = self.net, self.net.depth
+        with torch.no_grad():
+            hs = [x.reshape(x.shape[0], *net.shapes[0])]
+            for layer in net.layers[:-1]:
+                hs.append(layer(hs[-1]))
+        out = net.layers[-1](hs[-1])
+        hs.append(out)
+        loss = self.loss(out, y)
+        total = loss if forward else None
+        if forward:
+            targets = self.targets(hs, y)
+            with torch.no_grad():
+                layer_loss_grads({l: net.layers[l - 1] for l in targets}, {l: hs[l - 1] for l in targets},
+                                 {l: hs[l] for l in targets}, targets)
+            del targets
+        fb_loss = None
+        if feedback and self.trains_feedback:
+            ls = list(self.inverse_layers(L))
+            # the fusable g_l come first (all but SDTP's g_L), so drawing their noise first keeps
+            # the order in which `inverse_loss` draws it
+            n_fast = next((i for i, l in enumerate(ls) if l == L or not fusable(self.g(l), DenseFeedback)), len(ls))
+            fast, rest = ls[:n_fast], ls[n_fast:]
+            with torch.no_grad():
+                fb_loss = inverse_loss_grads({l: net.layers[l - 1] for l in fast}, {l: self.g(l) for l in fast},
+                                             {l: hs[l - 1] for l in fast}, self.noise, self.denoise)
+            graph = sum((self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1])) for l in rest), out.new_zeros(()))
+            fb_loss = fb_loss + graph.detach()
+            total = graph if total is None else total + graph
+        if total is not None and total.requires_grad:
             total.backward()
         return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
 
@@ -67,7 +119,14 @@ class TP(Algorithm):
         forward pass's own samples where f_L reads a stochastic transmission (seed 002 eq. 3.30)."""
         h = hs[-2].detach().requires_grad_()
         with torch.enable_grad(), same_samples(self.net):
-            (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h)
+            (grad,) = torch.autograd.grad(self.loss(self.net.layers[-1](h), y, reduction="sum"), h, allow_unused=True)
+        if grad is None:  # a sampled transmission cuts the graph: no gradient reaches h_{L-1}
+            last = self.circuit.network.expanded()[-1]
+            raise ConfigError(
+                f"{self.circuit.source or '<circuit>'}: network.layers (expanded) {len(self.circuit.network.expanded()) - 1}: "
+                f"transmit {getattr(last, 'transmit', '?')} without straight_through passes no gradient to the layer "
+                f"below, which {self.name}'s top target h - eta_hat dL/dh needs; expected straight_through: true "
+                f"(seed 002 eq. 3.29)")
         return hs[-2] - self.spec.eta_hat * grad
 
     def propagate(self, l, hs, t_l):
@@ -90,11 +149,13 @@ class TP(Algorithm):
     def inverse_loss(self, hs):
         """Σ_l ||g_l(f_l(h_{l-1} + ε)) - r||², ε ~ N(0, σ²), r = h_{l-1} + ε (seed 002
         Algorithm 1) or r = h_{l-1} with `denoise` (seed 004 Algorithm 1)."""
-        total = 0.0
-        for l in self.inverse_layers(len(hs) - 1):
-            h = hs[l - 1].detach()
-            noisy = h + self.noise * torch.randn_like(h)
-            with torch.no_grad():
-                code = self.encode(l, noisy)
-            total = total + layer_loss(self.g(l)(code), h if self.denoise else noisy)
-        return total
+        return sum(self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1]))
+                   for l in self.inverse_layers(len(hs) - 1))
+
+    def inverse_term(self, l: int, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """g_l's inverse loss at h = h_{l-1} with standard normal noise eps."""
+        h = h.detach()
+        noisy = h + self.noise * eps
+        with torch.no_grad():
+            code = self.encode(l, noisy)
+        return layer_loss(self.g(l)(code), h if self.denoise else noisy)

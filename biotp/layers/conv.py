@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..circuit import ConvLayer, PatchEmbedLayer
-from .activations import activation, derivative
+from .activations import activation
 from .pool import unpool
 from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
                        linear_transpose)

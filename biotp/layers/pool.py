@@ -74,6 +74,9 @@ class GlobalAvgPool(nn.Module):
 
     def __init__(self, in_shape):
         super().__init__()
+        if len(in_shape) not in (2, 3):
+            raise ValueError(f"gap averages over positions: it needs an input [C, H, W] or tokens [S, C], "
+                             f"got shape {list(in_shape)}")
         self.in_shape = tuple(in_shape)
         self.spatial = len(in_shape) == 3
         self.out_shape = (in_shape[0],) if self.spatial else (in_shape[-1],)

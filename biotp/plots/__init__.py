@@ -240,7 +240,13 @@ def plot(path: str | Path, what: list[str] | str | None = None, out: str | Path 
         what = [w.strip() for w in what.split(",") if w.strip()]
     path = Path(path)
     directory = Path(out) if out is not None else path.parent
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise BiotpError(f"--out {directory}: is a file; expected a directory for the figures (they are named "
+                         f"<run stem>-<kind>.{fmt})")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BiotpError(f"--out {directory}: cannot create the directory for the figures ({err.strerror})") from None
     written = []
     for name, fig in figures(path, what):
         target = directory / f"{path.stem}-{name}.{fmt}"

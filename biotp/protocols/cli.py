@@ -7,6 +7,7 @@ import shlex
 
 import torch
 
+from ..simulation import count
 from ..nwb import add_nwb_option, check_nwb_option, export_after_run
 from .runner import run_protocol
 from .schema import load_protocol
@@ -28,7 +29,7 @@ def add_run_parser(subparsers) -> argparse.ArgumentParser:
                    help="override a protocol field (stimuli.count=20) or, prefixed circuit., a circuit field "
                         "(circuit.dynamics.tau_t='1 ms'); repeatable")
     p.add_argument("--data-dir", help="dataset directory")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=count, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     add_nwb_option(p)
     p.set_defaults(func=cmd_run)

@@ -4,11 +4,17 @@ the model's equations the same way in both engines."""
 
 from __future__ import annotations
 
+import reprlib
+
 import torch
 
 from ..engines.base import Perturbation
 from ..errors import ConfigError
 from .schema import Protocol
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlist = 6
 
 
 class Names:
@@ -39,6 +45,11 @@ class Names:
             if iv.kind in ("clamp", "silence", "noise"):
                 pop = self.population(iv.population, f"interventions.{i}.population", iv.kind == "clamp")
                 l = self.model.populations[pop].index
+                size = self.model.populations[pop].size
+                if iv.kind == "clamp" and isinstance(iv.value, list) and len(iv.value) != size:
+                    raise ConfigError(f"{self.where(f'interventions.{i}.value')}: {len(iv.value)} values "
+                                      f"{_REPR.repr(iv.value)}; expected one per neuron of {pop}: {size} values "
+                                      f"(or one number, or label)")
                 if getattr(iv, "variable", "h") == "t" and iv.kind == "noise" and l not in self.model.relaxing:
                     raise ConfigError(f"{self.where(f'interventions.{i}.population')}: noise on the target of "
                                       f"{iv.population}: only relaxing targets move (layers "

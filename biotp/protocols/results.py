@@ -19,6 +19,7 @@ The run file (HDF5, written atomically after every point, resumed point by point
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,16 @@ class ProtocolRun:
 def file_attrs(protocol: Protocol, pts: list[Point], command: str | None) -> dict:
     """The run file's root attributes."""
     return run_attrs(pts[0].circuit, command, kind="protocol", protocol_yaml=protocol.to_yaml(),
-                     protocol=protocol.name, engine=protocol.engine)
+                     protocol=protocol.name, engine=protocol.engine, circuits_sha256=circuits_hash(pts))
+
+
+def circuits_hash(pts: list[Point]) -> str:
+    """SHA-256 of every point's resolved circuit: a resumed file must have been started with
+    the same circuits (the protocol names its circuit file, which may change between runs)."""
+    digest = hashlib.sha256()
+    for pt in pts:
+        digest.update(pt.circuit.to_yaml().encode())
+    return digest.hexdigest()
 
 
 def finished_points(out: str | Path | None, attrs: dict) -> dict:
@@ -72,10 +82,30 @@ def finished_points(out: str | Path | None, attrs: dict) -> dict:
     if out is None or not Path(out).exists():
         return {}
     previous = open_run(out)
+    if previous.attrs.get("kind") != "protocol":
+        raise BiotpError(f"{out}: exists and is not a protocol run file (attribute kind {previous.attrs.get('kind')!r}); "
+                         f"choose another --out")
     if _results_part(previous.attrs.get("protocol_yaml")) != _results_part(attrs["protocol_yaml"]):
         raise BiotpError(f"{out}: exists and holds another protocol (or other settings); "
                          "choose another --out or remove the file")
+    stored = previous.attrs.get("circuits_sha256")
+    same = stored == attrs["circuits_sha256"] if stored is not None else \
+        previous.attrs.get("circuit_yaml") == attrs["circuit_yaml"]  # files written before the hash: the first point's
+    if not same:
+        changed = _changed_fields(previous.attrs.get("circuit_yaml"), attrs["circuit_yaml"])
+        raise BiotpError(f"{out}: was started with another circuit (the circuit file or its overrides changed since"
+                         f"{': ' + changed if changed else ''}); a resumed protocol keeps its circuit. Choose another "
+                         f"--out, or restore the circuit")
     return previous.groups.get("points", {})
+
+
+def _changed_fields(stored_yaml: str | None, given_yaml: str) -> str:
+    """'key: stored -> given' for the circuit fields that differ (at most five)."""
+    from ..runs import _flat
+
+    a, b = _flat(yaml.safe_load(stored_yaml or "{}") or {}), _flat(yaml.safe_load(given_yaml) or {})
+    diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
 
 
 def _results_part(protocol_yaml: str | None):

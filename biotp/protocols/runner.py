@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DivergenceError
+from ..errors import ConfigError, DivergenceError
 from ..runs import claim, release, write_run
 from ..dynamics.reference import Reference
 from .interventions import Interventions
@@ -90,6 +90,11 @@ class ContinuousRun:
         d = c.data
         splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=c.seed, limit=d.limit,
                         synthetic=d.synthetic.model_dump())
+        for key, split in (("stimuli.split", p.stimuli.split), ("evaluate.split", p.evaluate.split)):
+            if len(getattr(splits, split).y) == 0:
+                raise ConfigError(f"{p.source or '<protocol>'}: {key}: the {split!r} split of {d.dataset} is empty "
+                                  f"(circuit {c.source}: data.val_split = {d.val_split!r}, data.limit = {d.limit!r}); "
+                                  f"expected a split with examples")
         stim = getattr(splits, p.stimuli.split)
         n = p.trials * p.stimuli.batch
         g = torch.Generator().manual_seed(c.seed)

@@ -136,6 +136,11 @@ class SweepSpec(Spec):
     def _one(self):
         if (self.grid is None) == (self.points is None):
             raise ValueError("give exactly one of `grid` or `points`")
+        if self.points == []:
+            raise ValueError("points: the list is empty; expected at least one point (a mapping of keys to values)")
+        for key, values in (self.grid or {}).items():
+            if not values:
+                raise ValueError(f"grid.{key}: the list of values is empty; expected at least one value")
         return self
 
     def expand(self) -> list[dict[str, Any]]:
@@ -182,7 +187,7 @@ class Protocol(Spec):
     engine: Literal[ENGINES] = "torch"  # type: ignore[valid-type]
     codegen: Literal["numpy", "cython"] = "numpy"
     device: str = "cpu"
-    seed: NonNegativeInt | None = None
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     stimuli: StimulusSpec = StimulusSpec()
     phases: list[PhaseSpec] = Field(default_factory=list)
     interventions: list[Intervention] = Field(default_factory=list)

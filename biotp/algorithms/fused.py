@@ -1,0 +1,115 @@
+"""Layer-local losses of dense layers in closed form, batched across layers of equal shape.
+
+Every target-propagation rule trains each dense population by a loss of the form
+||act(W u + b) - r||², summed over units and averaged over the batch: the forward layer loss
+(u = h_{l-1}, r = ĥ_l; seed 002 Algorithm 1) and the inverse loss of g_l (u = f_l(h_{l-1} + ε),
+r = h_{l-1} + ε or h_{l-1}).  With h = act(W u + b) its gradient is
+
+    δ = (2 / B) (h - r) ⊙ act'(h),   ∂/∂W = δᵀ u,   ∂/∂b = Σ_batch δ,
+
+which is what autograd computes for the same loss, without building a graph.  Losses of
+layers that share a weight shape and an activation are reduced together: one batched product
+(`bmm`) and one elementwise pass for all of them instead of one per layer, which is what lets
+the per-batch work of a deep MLP use a second core (torch splits an elementwise operation
+across threads only above 32 768 elements, and a 100 × 240 activity has 24 000).  A run of
+equal layers is cut into chunks of at most `CHUNK_ELEMENTS` activities per stacked tensor, so the
+extra memory of batching stays bounded whatever the batch size and depth: at batch 1000 each
+layer is already large enough and goes alone.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import groupby
+
+import torch
+from torch import nn
+
+from ..layers import Dense, DenseFeedback, derivative
+from ..layers.activations import LEAK
+
+# activations whose derivative `derivative(name, h)` reads off the output h = act(a) exactly
+# as autograd's backward of the same function does
+IN_PLACE = {"tanh": torch.tanh_, "sigmoid": torch.sigmoid_, "relu": torch.relu_, "linear": lambda a: a,
+            "leaky_relu": lambda a: nn.functional.leaky_relu_(a, LEAK)}
+FUSABLE_ACTIVATIONS = frozenset(IN_PLACE)
+CHUNK_ELEMENTS = 1 << 17  # activities per stacked tensor (144 000 = 6 × 100 × 240 splits in two)
+
+
+def fusable(layer: nn.Module, kind: type = Dense) -> bool:
+    """A plain dense layer (or feedback) of type `kind`: no transmission, no hooks, a bias, an
+    activation with a closed-form derivative."""
+    return (type(layer) is kind and layer.transmit is None and layer.act_name in FUSABLE_ACTIVATIONS
+            and not (layer._forward_hooks or layer._forward_pre_hooks) and layer.bias is not None)
+
+
+def dense_apply(layers: list[Dense], u: torch.Tensor) -> torch.Tensor:
+    """act(W_i u_i + b_i) for equal-shaped layers with one activation, u: [k, B, in]."""
+    w = torch.stack([m.weight for m in layers])
+    b = torch.stack([m.bias for m in layers]).unsqueeze(1)
+    return IN_PLACE[layers[0].act_name](torch.baddbmm(b, u, w.transpose(1, 2)))
+
+
+def local_grads(layers: list[Dense], u: torch.Tensor, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Add to `.grad` of each layer i the gradient of ||h_i - r_i||² / B, h_i = act(W_i u_i + b_i);
+    u, h, r: [k, B, ...] for k equal-shaped layers with one activation.  Returns Σ_i ||h_i - r_i||² / B."""
+    batch = h.shape[1]
+    delta = h - r
+    loss = torch.dot(delta.flatten(), delta.flatten()) / batch
+    delta *= derivative(layers[0].act_name, h)
+    delta *= 2 / batch
+    dw = torch.bmm(delta.transpose(1, 2), u)
+    db = delta.sum(1)
+    for i, m in enumerate(layers):
+        _accumulate(m.weight, dw[i])
+        _accumulate(m.bias, db[i])
+    return loss
+
+
+def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
+    p.grad = g if p.grad is None else p.grad + g
+
+
+def chunks(items: list, key, size_of):
+    """Runs of consecutive items with one `key`, cut into near-equal chunks of at most
+    CHUNK_ELEMENTS activities (`size_of(item)` each)."""
+    for _, run in groupby(items, key=key):
+        run = list(run)
+        n = math.ceil(len(run) * size_of(run[0]) / CHUNK_ELEMENTS)
+        step = math.ceil(len(run) / max(n, 1))
+        for i in range(0, len(run), step):
+            yield run[i : i + step]
+
+
+def layer_loss_grads(layers: dict[int, Dense], inputs: dict[int, torch.Tensor], outputs: dict[int, torch.Tensor],
+                     targets: dict[int, torch.Tensor]) -> None:
+    """Gradients of Σ_l ||f_l(inputs[l]) - targets[l]||² / B into `.grad`, given outputs[l] = f_l(inputs[l])."""
+    key = lambda l: (tuple(layers[l].weight.shape), layers[l].act_name)  # noqa: E731
+    size = lambda l: outputs[l].numel() + inputs[l].numel()  # noqa: E731
+    for ls in chunks(sorted(layers), key, size):
+        stack = lambda d: torch.stack([d[l].flatten(1) for l in ls])  # noqa: E731
+        local_grads([layers[l] for l in ls], stack(inputs), stack(outputs), stack(targets))
+
+
+def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeedback], h_prev: dict[int, torch.Tensor],
+                       sigma: float, denoise: bool) -> torch.Tensor:
+    """Gradients of Σ_l ||g_l(f_l(h_{l-1} + σ ε_l)) - r_l||² / B, r_l = h_{l-1} (`denoise`) or
+    h_{l-1} + σ ε_l, into the decoders' `.grad`; returns the loss (no graph).  ε_l is drawn from
+    the global generator layer by layer from the bottom up, as `TP.inverse_loss` draws it.  f_l
+    and g_l of one chunk share shapes: two batched products forward and one backward."""
+    total = 0.0
+    key = lambda l: (tuple(encoders[l].weight.shape), encoders[l].act_name,  # noqa: E731
+                     tuple(decoders[l].weight.shape), decoders[l].act_name)
+    size = lambda l: h_prev[l].numel() + encoders[l].weight.shape[0] * h_prev[l].shape[0]  # noqa: E731
+    for ls in chunks(sorted(decoders), key, size):
+        first = h_prev[ls[0]].flatten(1)
+        noisy = first.new_empty((len(ls), *first.shape))
+        for i, l in enumerate(ls):
+            noisy[i].normal_()  # = torch.randn_like(h_prev[l]): the same draws in the same order
+            noisy[i].mul_(sigma).add_(h_prev[l].flatten(1))
+        code = dense_apply([encoders[l] for l in ls], noisy)
+        g = [decoders[l] for l in ls]
+        rec = dense_apply(g, code)
+        r = torch.stack([h_prev[l].flatten(1) for l in ls]) if denoise else noisy
+        total = total + local_grads(g, code, rec, r)
+    return total
