@@ -155,16 +155,17 @@ class Session:
         activity), and on a loss grown EXPLOSION-fold since the first batch; either way
         naming the settings of the part that diverged.  `deferred`: checked at the end of the
         pass (on a GPU, so the host does not wait for the device every batch)."""
+        loss, feedback_loss = (None if v is None else float(v) for v in (loss, feedback_loss))  # one read each
         if not (_finite(loss) and _finite(feedback_loss)):
             self.diverged(x, epoch, step, loss, feedback_loss, deferred)
         self.check_growth(loss, feedback_loss, epoch, step, deferred)
 
-    def check_growth(self, loss, feedback_loss, epoch: int, step: int, deferred: bool = False) -> None:
+    def check_growth(self, loss: float, feedback_loss: float | None, epoch: int, step: int,
+                     deferred: bool = False) -> None:
         """A finite loss grown EXPLOSION-fold (and above EXPLOSION) since the first batch has diverged too."""
         for name, v in (("loss", loss), ("feedback loss", feedback_loss)):
             if v is None:
                 continue
-            v = float(v)
             first = self._first_loss.setdefault(name, v)
             if v > EXPLOSION * max(first, 1.0):
                 raise DivergenceError(
@@ -266,8 +267,8 @@ _DEFERRED = " (checked at the end of the pass)"
 EXPLOSION = 1e4  # a loss grown this many times (and above 1e4) since the first batch has diverged
 
 
-def _finite(v) -> bool:
-    return v is None or math.isfinite(float(v))
+def _finite(v: float | None) -> bool:
+    return v is None or math.isfinite(v)
 
 
 def _friendly(param_name: str) -> str:
