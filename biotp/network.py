@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .circuit import Circuit
 from .layers import build_layer, feedback_for, initialise
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
 
 
 def _activation_of(layer) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from .circuit import Circuit, load_circuit
+from .devices import pick_device
 from .dynamics.reference import settled_error
 from .engines.base import check_finite
 from .errors import BiotpError, ConfigError
@@ -81,15 +81,6 @@ def count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text}: expected a whole number ≥ 1")
     return value
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu", stacklevel=3)
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
@@ -159,7 +150,7 @@ def simulate(
         raise ConfigError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if out is not None:
         claim(out)  # before any work: a second writer of `out` is refused now
-    dev = _device(device) if backend == "torch" else torch.device("cpu")
+    dev = pick_device(device) if backend == "torch" else torch.device("cpu")
     dtype = torch.float64 if backend == "brian2" else getattr(torch, spec.dtype)  # brian2 computes in float64
 
     check_layers(circuit)  # before any data is read

@@ -35,8 +35,8 @@ import yaml
 from pydantic import BeforeValidator, Field, NonNegativeInt, PositiveInt, StrictBool, StrictFloat, StrictInt
 from pydantic import StrictStr, ValidationError, field_validator, model_validator
 
-from .circuit import Circuit, Spec, algorithm_names, format_errors, load_circuit, read_yaml
-from .errors import BiotpError, ConfigError
+from .circuit import Circuit, algorithm_names, load_circuit
+from .config import BiotpError, ConfigError, Spec, format_errors, read_yaml
 
 # ---------------------------------------------------------------------------- schema
 

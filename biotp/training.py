@@ -23,29 +23,11 @@ from .algorithms import Algorithm, build
 from .augment import augment
 from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
+from .devices import pick_device
 from .errors import BiotpError, DivergenceError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
+from .optim import make_optimizer
 from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
-
-OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
-
-
-def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
-    """A torch optimiser from an optimiser spec (every field of the spec is passed on)."""
-    params = list(params)
-    if not params:
-        return None
-    kwargs = spec.model_dump(exclude={"name"})
-    return OPTIMIZERS[spec.name](params, **kwargs)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BiotpError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(device)
 
 
 class Session:

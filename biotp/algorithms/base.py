@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import Circuit
+from ..config import Registry
 from ..layers.discrete import is_stochastic, sample_average
-from ..network import Network
+
+if TYPE_CHECKING:  # a circuit holds the rules' specs: biotp.circuit imports this package
+    from ..circuit import Circuit
+    from ..network import Network
+
+# learning-rule specs by `name` (= module name); each is defined beside its rule and registers here
+ALGORITHM_SPECS = Registry("learning rule", "name")
 
 
 class Loss:

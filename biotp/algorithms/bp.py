@@ -1,6 +1,14 @@
 """Backpropagation: the exact gradient of the global loss, the baseline of every table."""
 
-from .base import Algorithm, Step
+from typing import Literal
+
+from ..config import Spec
+from .base import ALGORITHM_SPECS, Algorithm, Step
+
+
+@ALGORITHM_SPECS.register
+class BPSpec(Spec):
+    name: Literal["bp"]
 
 
 class BP(Algorithm):

@@ -3,13 +3,20 @@ sent straight to every hidden layer through a fixed random B_l, projected to the
 layer's output (units, or channels x positions of a convolutional or locally connected map)."""
 
 import math
+from typing import Literal
 
 import torch
 
+from ..config import Spec
 from ..errors import ConfigError
 from ..layers import Dense
-from .base import Algorithm, Step
+from .base import ALGORITHM_SPECS, Algorithm, Step
 from .fa import has_weights
+
+
+@ALGORITHM_SPECS.register
+class DFASpec(Spec):
+    name: Literal["dfa"]
 
 
 class DFA(Algorithm):

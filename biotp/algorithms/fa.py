@@ -8,11 +8,14 @@ for a locally connected layer.  Parameter-free layers (max-pool, flatten, global
 and the activations pass the error on as BP does: they carry no weights to transport.
 """
 
+from typing import Literal
+
 import torch
 
+from ..config import Spec
 from ..errors import ConfigError
 from ..layers import LocallyConnected, linear_transpose
-from .base import Algorithm, Step
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
 class _FeedbackPath(torch.autograd.Function):
@@ -54,6 +57,11 @@ def fan_in(layer) -> int:
     [locations, C_out, C_in k k])."""
     w = layer.weight
     return w.shape[-1] if isinstance(layer, LocallyConnected) else w[0].numel()
+
+
+@ALGORITHM_SPECS.register
+class FASpec(Spec):
+    name: Literal["fa"]
 
 
 class FA(Algorithm):

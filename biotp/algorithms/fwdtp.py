@@ -1,6 +1,16 @@
 """DTP with fixed random feedback weights (Shibuya et al. 2023, cited in seed 003 §2)."""
 
+from typing import Literal
+
+from ..config import PositiveFloat, Spec
+from .base import ALGORITHM_SPECS
 from .dtp import DTP
+
+
+@ALGORITHM_SPECS.register
+class FWDTPSpec(Spec):
+    name: Literal["fwdtp"]
+    eta_hat: PositiveFloat = 0.1
 
 
 class FWDTP(DTP):

@@ -23,12 +23,26 @@ steps are taken here (then nothing is left in `.grad`).
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from .base import Step, layer_loss
+import torch
+from pydantic import Field
+
+from ..config import PositiveFloat, PositiveInt, Spec
+from ..optim import make_optimizer
+from .base import ALGORITHM_SPECS, Step, layer_loss
 from .dtp import DTP
 
-_OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+
+@ALGORITHM_SPECS.register
+class LDRLSpec(Spec):
+    """DTP targets with feedback trained by the local difference reconstruction loss
+    L^IP + L^RR (Ernoult et al. 2022; seed 003 Algorithm 1, eqs. 7-11), `feedback_iterations`
+    feedback updates per batch; forward losses (1/2β)||t_l - h_l||² (seed 003 eq. 5)."""
+
+    name: Literal["ldrl"]
+    beta: PositiveFloat = Field(0.1, description="output target step β (seed 003 eq. 7)")
+    feedback_iterations: PositiveInt = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
 
 
 class LDRL(DTP):
@@ -99,8 +113,7 @@ class LDRL(DTP):
         opt = self.feedback_optimizer
         if opt is None and K > 1:
             if self._own_optimizer is None:
-                spec = self.circuit.feedback.optimizer
-                self._own_optimizer = _OPTIMIZERS[spec.name](params, **spec.model_dump(exclude={"name"}))
+                self._own_optimizer = make_optimizer(self.circuit.feedback.optimizer, params)
             opt = self._own_optimizer
         hs = [h.detach() for h in hs]
         first = None

@@ -18,12 +18,32 @@ per-example Jacobians by autograd, for small layers only (seed 003 §4, "Limitat
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
+import torch
+from pydantic import Field
+
+from ..config import PositiveFloat, Spec
 from ..errors import ConfigError
 from ..layers import FeedbackOptions, analytical_feedback
-from .base import Step, layer_loss
+from .base import ALGORITHM_SPECS, Step, layer_loss
 from .tp import TP
+
+
+@ALGORITHM_SPECS.register
+class TJMLSpec(Spec):
+    """DTP through the analytical feedback G* of seed 003 Algorithm 2 (no feedback training).
+
+    `beta` is β of the output target t_L = h_L - β ∂L/∂h_L.  `condition`: transpose (TJMC,
+    the paper's method), pseudo_inverse (PJMC) or inverse (IJMC, square invertible layers).
+    `activation_feedback`: varsigma (eqs. 26-27) or hadamard (σ'(x) ⊙ t, eq. 29).
+    `layernorm_feedback`: frozen_s (eqs. 30-35) or exact (the transpose including ∂s/∂x)."""
+
+    name: Literal["tjml"]
+    beta: PositiveFloat = Field(0.01, description="output target step β (seed 003 Algorithm 2, line 9)")
+    condition: Literal["transpose", "pseudo_inverse", "inverse"] = "transpose"
+    activation_feedback: Literal["varsigma", "hadamard"] = "varsigma"
+    layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"
 
 
 class TJML(TP):

@@ -10,10 +10,21 @@ All losses are layer-local, so their gradients are computed in one backward pass
 graphs cut between layers; the result equals one backward pass per loss.
 """
 
+from typing import Literal
+
 import torch
 
+from ..config import PositiveFloat, Spec
 from ..layers.discrete import same_samples
-from .base import Algorithm, Step, layer_loss
+from .base import ALGORITHM_SPECS, Algorithm, Step, layer_loss
+
+
+@ALGORITHM_SPECS.register
+class TPSpec(Spec):
+    """Vanilla target propagation; the penultimate target is a gradient step (seed 002 eq. 3.7)."""
+
+    name: Literal["tp"]
+    eta_hat: PositiveFloat = 0.1
 
 
 class TP(Algorithm):

@@ -9,16 +9,31 @@ one einsum and one fold, which is what seed 004 §5.4 obtains through autograd.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import LocalLayer
+from ..config import Bool, PositiveInt
 from .activations import activation
 from .conv import out_size, padding_of
 from .init import MatrixStack
-from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
-                       linear_transpose)
+from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, Padding,
+                       act_feedback, analytical_feedback, build_layer, feedback_for, linear_transpose)
+
+
+@LAYER_SPECS.register
+class LocalLayer(LayerSpec):
+    """A locally connected layer: a convolution with untied weights (seed 004 §5.2, §5.4, Table 3)."""
+
+    type: Literal["local"] = "local"
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    padding: Padding = "same"
+    activation: ActivationName = "tanh"
+    bias: Bool = True
 
 
 def local_apply(h, weight, kernel, stride, padding):

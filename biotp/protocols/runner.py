@@ -68,11 +68,12 @@ class ContinuousRun:
 
     def __init__(self, pt: Point, data_dir):
         from ..dynamics.model import check_layers
-        from ..simulation import _device, build
+        from ..devices import pick_device
+        from ..simulation import build
 
         self.pt, p, c = pt, pt.protocol, pt.circuit
         self.spec = c.dynamics
-        self.device = _device(p.device) if p.engine == "torch" else torch.device("cpu")
+        self.device = pick_device(p.device) if p.engine == "torch" else torch.device("cpu")
         self.dtype = torch.float64 if p.engine == "brian2" else getattr(torch, self.spec.dtype)
         check_layers(c)  # before any data is read
         self._load_examples(data_dir)

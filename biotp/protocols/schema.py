@@ -12,9 +12,8 @@ import yaml
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 from pydantic import model_validator
 
-from ..circuit import Spec, apply_assignment, format_errors, read_yaml
-from ..dynamics.units import Time
-from ..errors import ConfigError
+from ..config import ConfigError, Spec, apply_assignment, format_errors, read_yaml
+from ..config.units import Time
 
 ENGINES = ("torch", "brian2", "discrete")
 
