@@ -11,6 +11,7 @@
 """
 
 import importlib
+import importlib.util
 
 # name -> module that defines it; imported on first use, so `import biotp.config` (no torch)
 # stays light and `import biotp` costs nothing until something is called
@@ -29,6 +30,8 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
         return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule: biotp.protocols.points(...)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'biotp' has no attribute {name!r}")
 
 

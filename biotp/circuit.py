@@ -17,8 +17,8 @@ from pydantic import Field, field_validator
 from . import data as datasets
 from .algorithms import ALGORITHM_SPECS
 from .algorithms.bp import BPSpec
-from .config import (Bool, ConfigError, Document, Float, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                     Spec, apply_assignment, load_yaml, validate)
+from .config import (Bool, ConfigError, Document, Float, Name, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                     PositiveInt, Spec, apply_assignment, load_yaml, validate)
 from .dynamics.spec import DynamicsSpec
 from .layers.init import InitSpec
 from .layers.registry import LAYER_SPECS, ActivationName, LayerSpec
@@ -148,7 +148,7 @@ class ScheduleSpec(Spec):
 class Circuit(Spec):
     """The whole description: network, feedback, learning rule, optimisers, data, schedule."""
 
-    name: str = "circuit"
+    name: Name = "circuit"
     description: str = ""
     seed: NonNegativeInt = 0
     network: NetworkSpec

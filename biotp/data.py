@@ -465,6 +465,15 @@ def load(
 _urlopen: Callable[..., Any] = urllib.request.urlopen  # module-level injection point for tests
 
 
+
+def load_for(circuit, data_dir: str | os.PathLike | None = None) -> Splits:
+    """The splits a circuit's `data:` block names (dataset, validation split, limit, the
+    synthetic task's options), shuffled into validation by the circuit's seed: the one
+    loader of training, simulation, continuous-time training and protocols."""
+    d = circuit.data
+    return load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                synthetic=d.synthetic.model_dump())
+
 def _md5_file(path: Path, gunzip: bool = False) -> str:
     h = hashlib.md5(usedforsecurity=False)
     with (gzip.open(path, "rb") if gunzip else open(path, "rb")) as f:

@@ -36,11 +36,7 @@ class Session:
     def __init__(self, circuit: Circuit, *, data_dir=None, device=None):
         self.circuit = circuit
         self.device = pick_device(device)
-        d = circuit.data
-        splits = datasets.load(
-            d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-            synthetic=d.synthetic.model_dump(),
-        )
+        splits = datasets.load_for(circuit, data_dir)
         self.train, self.val, self.test = (
             (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
         )

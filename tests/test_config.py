@@ -18,7 +18,7 @@ ROOT = Path(biotp.__file__).parent
 
 
 def modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.walk_packages([str(ROOT)], "biotp."))
+    return sorted(m.name for m in pkgutil.walk_packages([str(ROOT)], "biotp.") if not m.name.endswith("__main__"))
 
 
 def _isolated(code: str) -> subprocess.CompletedProcess:
@@ -62,6 +62,10 @@ def test_import_biotp_is_light_and_public_names_resolve():
                        "print(biotp.load_circuit.__module__, biotp.Circuit.__name__, biotp.train.__module__)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["biotp.circuit", "Circuit", "biotp.training"]
+    result = _isolated("import biotp; print(biotp.protocols.points.__module__, biotp.nope)")
+    assert "module 'biotp' has no attribute 'nope'" in result.stderr
+    result = _isolated("import biotp; print(biotp.protocols.points.__name__)")
+    assert result.returncode == 0 and result.stdout.strip() == "points", result.stderr
 
 
 def _write(tmp_path, text, name="c.yaml"):
@@ -94,13 +98,14 @@ def test_error_names_the_line_of_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, expected", [
-    ("network.layers.0.size", "true", r"network\.layers\.0\.size: .*integer.*got True"),
+    ("network.layers.0.size", "true", r"network\.layers\.0\.size: expected a number, not a boolean; got True"),
     ("network.layers.0.size", "3.0", r"network\.layers\.0\.size: .*integer.*got 3\.0"),
     ("network.layers.0.bias", "1", r"network\.layers\.0\.bias: .*boolean.*got 1"),
     ("optimizer.lr", ".inf", r"optimizer\.lr: .*finite.*got inf"),
     ("optimizer.lr", "1e400", r"optimizer\.lr: .*finite.*got '1e400'"),
-    ("optimizer.lr", "true", r"optimizer\.lr: expected a number, not a bool; got True"),
+    ("optimizer.lr", "true", r"optimizer\.lr: expected a number, not a boolean; got True"),
     ("data.batch_size", "0", r"data\.batch_size: .*greater than 0; got 0"),
+    ("name", "../../etc", r"name: expected a plain name for file names .*; got '\.\./\.\./etc'"),
 ])
 def test_strict_types(tmp_path, key, value, expected):
     path = _write(tmp_path, MLP)

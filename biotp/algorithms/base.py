@@ -115,6 +115,21 @@ class Algorithm(nn.Module):
         fb = self.circuit.feedback
         self.noise = fb.noise / (1 + epoch / fb.noise_decay) if fb.noise_decay else fb.noise
 
+    # ------------------------------------------------ helpers shared by the target rules
+    @torch.no_grad()
+    def output_target(self, hs: list[torch.Tensor], y: torch.Tensor, beta: float) -> torch.Tensor:
+        """t_L = h_L - β ∂L(h_L, y)/∂h_L, L the per-example loss (seed 003 eq. 7, Algorithm 2
+        line 9; seed 001 eq. target-prop)."""
+        h = hs[-1].detach().requires_grad_()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
+        return hs[-1].detach() - beta * grad
+
+    @staticmethod
+    def target_losses(hs: list[torch.Tensor], targets: dict[int, torch.Tensor], beta: float) -> torch.Tensor:
+        """Σ_l ||t_l - h_l||² / (2β), the forward losses of seed 003 eq. 5, batch mean."""
+        return sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * beta)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The output for x.  A stochastic network gives the output whose readout is the mean

@@ -1,6 +1,6 @@
 """Backpropagation: the exact gradient of the global loss, the baseline of every table."""
 
-from typing import Literal
+from typing import Literal, final
 
 from ..config import Spec
 from .base import ALGORITHM_SPECS, Algorithm, Step
@@ -11,6 +11,7 @@ class BPSpec(Spec):
     name: Literal["bp"]
 
 
+@final
 class BP(Algorithm):
     name = "bp"
     supports_transmission = True

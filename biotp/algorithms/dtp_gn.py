@@ -41,7 +41,7 @@ rate) and η_fb ΔΩ (feedback optimiser; η_fb plays the decoder's β).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 from pydantic import Field
@@ -82,6 +82,7 @@ class DTPGNSpec(Spec):
     layer_scaling: Bool = True
 
 
+@final
 class DTPGN(Algorithm):
     name = "dtp_gn"
     feedback_kind = "learned"

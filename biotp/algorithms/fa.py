@@ -8,7 +8,7 @@ for a locally connected layer.  Parameter-free layers (max-pool, flatten, global
 and the activations pass the error on as BP does: they carry no weights to transport.
 """
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 
@@ -64,6 +64,7 @@ class FASpec(Spec):
     name: Literal["fa"]
 
 
+@final
 class FA(Algorithm):
     """δ_{l-1} = B_lᵀ(δ_l) ⊙ f'_{l-1}(a_{l-1}), with B_lᵀ the transposed map of layer l taken with
     B_l in place of W_l;  ΔW_l ∝ -∂L/∂W_l given δ_l.  With B_l = W_l it is BP."""

@@ -39,7 +39,7 @@ mean of the per-example eq. 5 gradients.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 from pydantic import Field
@@ -67,6 +67,7 @@ class GTPSpec(Spec):
     start: Literal["zero", "activity"] = "zero"
 
 
+@final
 class GTP(Algorithm):
     name = "gtp"
     feedback_kind = "analytical"  # W_{l+1}ᵀ: weight transport, no feedback modules

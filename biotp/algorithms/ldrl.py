@@ -23,14 +23,14 @@ steps are taken here (then nothing is left in `.grad`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 from pydantic import Field
 
 from ..config import PositiveFloat, PositiveInt, Spec
 from ..optim import make_optimizer
-from .base import ALGORITHM_SPECS, Step, layer_loss
+from .base import ALGORITHM_SPECS, Step
 from .dtp import DTP
 
 
@@ -45,6 +45,7 @@ class LDRLSpec(Spec):
     feedback_iterations: PositiveInt = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
 
 
+@final
 class LDRL(DTP):
     name = "ldrl"
 
@@ -62,14 +63,8 @@ class LDRL(DTP):
 
     def top_target(self, hs, y):
         """t_{L-1} = g_L(t_L) + h_{L-1} - g_L(h_L), t_L = h_L - β ∂L/∂h_L (seed 003 eqs. 7-8)."""
-        return self.propagate(len(hs) - 1, hs, self.output_target(hs, y))
+        return self.propagate(len(hs) - 1, hs, self.output_target(hs, y, self.spec.beta))
 
-    @torch.no_grad()
-    def output_target(self, hs, y):
-        h = hs[-1].detach().requires_grad_()
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
-        return hs[-1].detach() - self.spec.beta * grad
 
     def inverse_loss(self, hs):
         """Σ_l L^IP + L^RR (seed 003 eqs. 9-11), batch mean."""
@@ -99,7 +94,7 @@ class LDRL(DTP):
         loss = self.loss(out, y)
         if forward:
             targets = self.targets(hs, y)
-            total = loss + sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * self.spec.beta)
+            total = loss + self.target_losses(hs, targets, self.spec.beta)
             total.backward()
         fb_loss = None
         if feedback:

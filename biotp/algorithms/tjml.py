@@ -18,7 +18,7 @@ per-example Jacobians by autograd, for small layers only (seed 003 §4, "Limitat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 from pydantic import Field
@@ -26,8 +26,7 @@ from pydantic import Field
 from ..config import PositiveFloat, Spec
 from ..errors import ConfigError
 from ..layers import FeedbackOptions, analytical_feedback
-from .base import ALGORITHM_SPECS, Step, layer_loss
-from .tp import TP
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
 @ALGORITHM_SPECS.register
@@ -46,7 +45,10 @@ class TJMLSpec(Spec):
     layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"
 
 
-class TJML(TP):
+@final
+class TJML(Algorithm):
+    """The rule of seed 003 Algorithm 2 (see the module docstring)."""
+
     name = "tjml"
     feedback_kind = "analytical"
     supports_transmission = False  # G* is built from the weights (DenseTranspose ignores `transmit`)
@@ -65,9 +67,7 @@ class TJML(TP):
         out = hs[-1]
         loss = self.loss(out, y)
         if forward:
-            targets = self.targets(hs, y)
-            total = sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * self.spec.beta)
-            total.backward()
+            self.target_losses(hs, self.targets(hs, y), self.spec.beta).backward()
         return Step(loss.detach(), out.detach())
 
     @torch.no_grad()
@@ -81,10 +81,7 @@ class TJML(TP):
 
     def top_target(self, hs, y):
         """t_L = h_L - β ∂L(h_L, y)/∂h_L, L the per-example loss (line 9)."""
-        h = hs[-1].detach().requires_grad_()
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
-        return hs[-1].detach() - self.spec.beta * grad
+        return self.output_target(hs, y, self.spec.beta)
 
     def propagate(self, l, hs, t_l):
         h_prev, h = hs[l - 1].detach(), hs[l].detach()

@@ -13,12 +13,12 @@
 from .errors import BiotpError, ConfigError, DataError, DivergenceError, RunFileError
 from .messages import format_errors, validate
 from .overrides import apply_assignment
-from .spec import (Bool, Float, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Registry, Spec,
-                   registered_tags)
+from .spec import (Bool, Float, Int, Name, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Registry,
+                   Spec, registered_tags)
 from .yaml import Document, load_yaml, parse_yaml, read_yaml
 
 __all__ = [
-    "BiotpError", "Bool", "ConfigError", "DataError", "DivergenceError", "Document", "Float", "Int",
+    "BiotpError", "Bool", "ConfigError", "DataError", "DivergenceError", "Document", "Float", "Int", "Name",
     "NonNegativeFloat", "NonNegativeInt", "PositiveFloat", "PositiveInt", "Registry", "RunFileError", "Spec",
     "apply_assignment", "format_errors", "load_yaml", "parse_yaml", "read_yaml", "registered_tags", "validate",
 ]

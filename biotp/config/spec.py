@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool, StrictInt, Tag
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictBool,
+                      StrictInt, Tag)
 
 
 class Spec(BaseModel):
@@ -22,17 +23,26 @@ class Spec(BaseModel):
 
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):
-        raise ValueError("expected a number, not a bool")
+        raise ValueError("expected a number, not a boolean")
     return value
 
 
-Int = StrictInt
-PositiveInt = Annotated[StrictInt, Field(gt=0)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+Int = Annotated[StrictInt, BeforeValidator(_no_bool)]
+PositiveInt = Annotated[Int, Field(gt=0)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
 Float = Annotated[float, BeforeValidator(_no_bool), Field(allow_inf_nan=False)]
 PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 Bool = StrictBool
+
+
+def _plain_name(value: str) -> str:
+    if not value or value.startswith(".") or any(c in value for c in "/\\\0") or len(value) > 200:
+        raise ValueError("expected a plain name for file names (no '/', no leading '.', at most 200 characters)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_plain_name)]  # names that become file names (runs/<name>-....h5)
 
 
 # --------------------------------------------------------------------- registries

@@ -21,19 +21,24 @@ from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYE
                        act_feedback, analytical_feedback, build_layer, feedback_for, linear_transpose)
 
 
-@LAYER_SPECS.register
-class ConvLayer(LayerSpec):
-    """f(h) = [maxpool_p] activation(W * h + b): a convolution, optionally followed by max-pooling
-    with window = stride = `pool` (the conv+pool block of seed 003 eq. 42, one population).
-    `padding: same` is kernel // 2 (shape kept at stride 1)."""
+class FilterSpec(LayerSpec):
+    """What a layer of filters sliding over [C, H, W] has: `channels` filters of `kernel` x
+    `kernel`, moved by `stride`; `padding: same` is kernel // 2 (shape kept at stride 1)."""
 
-    type: Literal["conv"] = "conv"
     channels: PositiveInt
     kernel: PositiveInt = 3
     stride: PositiveInt = 1
     padding: Padding = "same"
     activation: ActivationName = "tanh"
     bias: Bool = True
+
+
+@LAYER_SPECS.register
+class ConvLayer(FilterSpec):
+    """f(h) = [maxpool_p] activation(W * h + b): a convolution, optionally followed by max-pooling
+    with window = stride = `pool` (the conv+pool block of seed 003 eq. 42, one population)."""
+
+    type: Literal["conv"] = "conv"
     pool: PositiveInt | None = None
 
 

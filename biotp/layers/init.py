@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field
 
 from ..config import PositiveFloat, Spec
 

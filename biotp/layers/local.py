@@ -15,25 +15,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import Bool, PositiveInt
 from .activations import activation
-from .conv import out_size, padding_of
+from .conv import FilterSpec, out_size, padding_of
 from .init import MatrixStack
-from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, Padding,
-                       act_feedback, analytical_feedback, build_layer, feedback_for, linear_transpose)
+from .registry import (LAYER_SPECS, AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer,
+                       feedback_for, linear_transpose)
 
 
 @LAYER_SPECS.register
-class LocalLayer(LayerSpec):
+class LocalLayer(FilterSpec):
     """A locally connected layer: a convolution with untied weights (seed 004 §5.2, §5.4, Table 3)."""
 
     type: Literal["local"] = "local"
-    channels: PositiveInt
-    kernel: PositiveInt = 3
-    stride: PositiveInt = 1
-    padding: Padding = "same"
-    activation: ActivationName = "tanh"
-    bias: Bool = True
 
 
 def local_apply(h, weight, kernel, stride, padding):

@@ -88,16 +88,14 @@ class ContinuousRun:
         from .. import data as D
 
         p, c = self.pt.protocol, self.pt.circuit
-        d = c.data
-        splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=c.seed, limit=d.limit,
-                        synthetic=d.synthetic.model_dump())
+        splits = D.load_for(c, data_dir)
         stim = getattr(splits, p.stimuli.split)
         n = p.trials * p.stimuli.batch
         g = torch.Generator().manual_seed(c.seed)
         order = torch.randperm(len(stim.y), generator=g) if p.stimuli.order == "shuffled" else torch.arange(len(stim.y))
         order = order.repeat(-(-n // len(order)))[:n]  # cycle through the split when count exceeds it
         self.x, self.y = self._to(stim.x[order]), stim.y[order].to(self.device)
-        self.stimuli = stimuli_tree(p, d.dataset, order.numpy(), stim.y[order].numpy())
+        self.stimuli = stimuli_tree(p, c.data.dataset, order.numpy(), stim.y[order].numpy())
         ev = getattr(splits, p.evaluate.split)
         self.ex, self.ey = self._to(ev.x[: p.evaluate.count]), ev.y[: p.evaluate.count].to(self.device)
 
