@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from biotp.errors import DataError
+from biotp.errors import ConfigError, DataError
 
 ENV_VAR = "BIOTP_DATA"
 DEFAULT_DATA_DIR = Path("~/.biotp/data")
@@ -471,8 +471,14 @@ def load_for(circuit, data_dir: str | os.PathLike | None = None) -> Splits:
     synthetic task's options), shuffled into validation by the circuit's seed: the one
     loader of training, simulation, continuous-time training and protocols."""
     d = circuit.data
-    return load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-                synthetic=d.synthetic.model_dump())
+    try:
+        return load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                    synthetic=d.synthetic.model_dump())
+    except DataError as err:  # a split the circuit asks for that this dataset cannot give: the circuit's key
+        key = next((k for k in ("val_split", "limit") if str(err).startswith(f"{k}=")), None)
+        if key is None:
+            raise
+        raise ConfigError(f"{circuit.source or '<circuit>'}: data.{key}: {err}") from None
 
 def _md5_file(path: Path, gunzip: bool = False) -> str:
     h = hashlib.md5(usedforsecurity=False)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from .config.errors import ConfigError
 from .layers import build_layer, feedback_for, initialise
+
+MAX_PARAMETERS = 10**9  # in one layer (4 GB in float32): beyond, a typo in a size rather than a network
 
 if TYPE_CHECKING:
     from .circuit import Circuit
@@ -40,13 +44,25 @@ class Network(nn.Module):
         self.shapes: list[tuple[int, ...]] = [shape]
         layers = []
         for i, spec in enumerate(circuit.network.expanded()):
+            where = f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}"
+            in_shape = self.shapes[-1]
+            _check_size(spec, in_shape, where)
             try:
-                built = build_layer(spec, self.shapes[-1])
+                built = build_layer(spec, in_shape)
             except ValueError as err:
-                raise ValueError(f"{circuit.source or '<circuit>'}: network.layers (expanded) {i}: {err}") from None
+                raise ConfigError(f"{where}: {err}") from None
+            except RuntimeError as err:  # torch could not allocate the weights
+                wanted = re.search(r"allocate (\d+) bytes", str(err))
+                size = f" ({int(wanted.group(1)) / 1e9:.3g} GB)" if wanted else ""
+                raise ConfigError(f"{where}: {spec.type} layer {_settings(spec)}: its parameters cannot be allocated"
+                                  f"{size}; expected sizes this machine can hold") from None
             for layer in built:
+                out = tuple(layer.out_shape)
+                if min(out, default=1) < 1:
+                    raise ConfigError(f"{where}: {spec.type} layer {_settings(spec)} on input shape {in_shape} leaves "
+                                      f"output shape {out}; expected its kernel (with padding) to fit the input")
                 layers.append(layer)
-                self.shapes.append(tuple(layer.out_shape))
+                self.shapes.append(out)
         self.layers = nn.ModuleList(layers)
         self.feedback = nn.ModuleDict()
         if with_feedback:
@@ -101,3 +117,18 @@ def _weights(module: nn.Module) -> list[torch.Tensor]:
 
 def n_inputs_of(shape: int | tuple[int, ...]) -> int:
     return shape if isinstance(shape, int) else math.prod(shape)
+
+
+def _settings(spec) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in spec.model_dump(exclude={"type", "repeat"}).items()) + ")"
+
+
+def _check_size(spec, in_shape: tuple[int, ...], where: str) -> None:
+    """A dense layer's weight count, before torch is asked for it."""
+    if spec.type != "dense":
+        return
+    n = spec.size * math.prod(in_shape)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"{where}: dense layer of size {spec.size} on {math.prod(in_shape)} inputs has {n} "
+                          f"parameters ({4 * n / 1e9:.3g} GB in float32); expected at most {MAX_PARAMETERS} per layer")
+

@@ -157,3 +157,41 @@ def test_set_keys_carry_no_file_line(tmp_path):
 def test_parse_circuit_still_takes_a_mapping():
     with pytest.raises(ConfigError, match=r"<circuit>: expected a mapping of circuit keys"):
         parse_circuit([1, 2])
+
+
+@pytest.mark.parametrize("layer, expected", [
+    ({"size": 10**12}, r"dense layer of size 1000000000000 on 64 inputs has .* parameters"),
+    ({"type": "conv", "channels": 4, "kernel": 20, "padding": 0},
+     r"conv layer \(.*kernel=20.*\) on input shape \(1, 8, 8\) leaves output shape \(4, -11, -11\)"),
+    ({"type": "maxpool", "kernel": 16}, r"maxpool layer \(kernel=16.*\) on input shape \(1, 8, 8\)"),
+])
+def test_layers_that_cannot_be_built_name_the_layer(tmp_path, layer, expected):
+    from biotp.training import Session
+
+    path = _write(tmp_path, MLP)
+    circuit = load_circuit(path, [f"network.layers.0={layer}"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: network\.layers \(expanded\) 0: " + expected):
+        Session(circuit, device="cpu")
+
+
+def test_a_split_the_dataset_cannot_give_names_the_circuit_key(tmp_path):
+    from biotp.training import Session
+
+    with pytest.raises(ConfigError, match=r"c\.yaml: data\.val_split: val_split=10000: expected a count"):
+        Session(load_circuit(_write(tmp_path, MLP), ["data.val_split=10000"]), device="cpu")
+
+
+@pytest.mark.parametrize("sweep, expected", [
+    ({"points": []}, "points is empty"), ({"grid": {}}, "grid is empty"),
+    ({"grid": {"stimuli.count": []}}, "grid stimuli.count is empty"),
+])
+def test_an_empty_protocol_sweep_is_an_error(tmp_path, sweep, expected):
+    import yaml
+
+    from biotp.protocols import load_protocol
+
+    _write(tmp_path, MLP)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "circuit": "c.yaml", "sweep": sweep}))
+    with pytest.raises(ConfigError, match=rf"p\.yaml: sweep: {expected}"):
+        load_protocol(path)

@@ -137,6 +137,13 @@ class SweepSpec(Spec):
     def _one(self):
         if (self.grid is None) == (self.points is None):
             raise ValueError("give exactly one of `grid` or `points`")
+        if self.points is not None and not self.points:
+            raise ValueError("points is empty; expected at least one point {key: value}")
+        if self.grid is not None and not self.grid:
+            raise ValueError("grid is empty; expected at least one key with its values")
+        for key, values in (self.grid or {}).items():
+            if not values:
+                raise ValueError(f"grid {key} is empty; expected at least one value")
         return self
 
     def expand(self) -> list[dict[str, Any]]:
