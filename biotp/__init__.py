@@ -10,21 +10,33 @@
     >>> biotp.plot("runs/lesion.h5", out="figures")
 """
 
-from .circuit import Circuit, load_circuit
-from .errors import BiotpError, ConfigError, DataError, DivergenceError
-from .protocols import load_protocol, run_protocol
-from .runs import open_run
-from .simulation import simulate
-from .training import train
+import importlib
+import importlib.util
+
+# name -> module that defines it; imported on first use, so `import biotp.config` (no torch)
+# stays light and `import biotp` costs nothing until something is called
+_PUBLIC = {
+    "Circuit": "circuit", "load_circuit": "circuit",
+    "BiotpError": "config.errors", "ConfigError": "config.errors", "DataError": "config.errors",
+    "DivergenceError": "config.errors",
+    "load_protocol": "protocols", "run_protocol": "protocols",
+    "open_run": "runs", "simulate": "simulation", "train": "training",
+    "plot": "plots",  # matplotlib is imported only when figures are wanted
+}
 
 
-
-def __getattr__(name):  # matplotlib is imported only when figures are wanted
-    if name == "plot":
-        from .plots import plot
-
-        return plot
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule: biotp.protocols.points(...)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'biotp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_PUBLIC})
 
 
 __all__ = ["BiotpError", "Circuit", "ConfigError", "DataError", "DivergenceError", "load_circuit",

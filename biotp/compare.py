@@ -22,9 +22,7 @@ checkpoint, and a larger `--epochs` extends the finished rules from their checkp
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,39 +216,4 @@ def compare(
 # ------------------------------------------------------------------------------ CLI
 
 
-def add_compare_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `biotp compare` on an argparse subparsers object."""
-    from .cli import _common
-
-    p = subparsers.add_parser(
-        "compare", help="train several rules on the same circuit, data and seed; one file and a table",
-        description="Train CIRCUIT once per learning rule (same data, seed and initial forward weights), "
-                    "write one comparison file (rewritten after each rule, so an interrupted comparison "
-                    "resumes) and print a table: final errors, seconds per epoch and ratio to BP, angles to BP.")
-    p.add_argument("circuit", help="circuit YAML file")
-    p.add_argument("--algorithms", required=True, metavar="RULE,RULE,...", help="e.g. bp,fa,dtp,sdtp")
-    p.add_argument("--epochs", type=int, help="epochs per rule (overrides schedule.epochs)")
-    p.add_argument("--out", metavar="FILE.h5", help="comparison file (default runs/<name>-compare.h5)")
-    p.add_argument("--track-angles", action=argparse.BooleanOptionalAction, default=True,
-                   help="record each rule's per-layer angle to BP every epoch (default: on)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    _common(p)
-    p.set_defaults(func=run_compare)
-    return p
-
-
-def run_compare(args) -> int:
-    from .cli import _circuit
-
-    circuit = _circuit(args)
-    out = args.out or f"runs/{circuit.name}-compare.h5"
-    argv = getattr(args, "argv", None)
-    result = compare(circuit, args.algorithms, epochs=args.epochs, out=out, data_dir=args.data_dir,
-                     device=args.device, track_angles=args.track_angles, progress=not args.quiet,
-                     command=shlex.join(["biotp", *argv]) if argv else None)
-    print(result.markdown())
-    print(f"\ncomparison file: {result.path}")
-    return 0
-
-
-__all__ = ["Comparison", "compare", "open_comparison", "summary_table", "markdown_table", "add_compare_parser"]
+__all__ = ["Comparison", "compare", "open_comparison", "summary_table", "markdown_table"]

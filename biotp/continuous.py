@@ -49,7 +49,8 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     from . import data as datasets
     from .dynamics.model import check_layers
     from .dynamics.reference import Reference, settled_error, settled_output
-    from .simulation import _device, build
+    from .devices import pick_device
+    from .simulation import build
 
     metrics: dict[str, list] = defaultdict(list)
     previous = None
@@ -73,11 +74,9 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     check_layers(circuit)
     if out is not None:
         claim(out)  # before any work: a second writer of `out` is refused now
-    dev = _device(device) if engine == "torch" else torch.device("cpu")
+    dev = pick_device(device) if engine == "torch" else torch.device("cpu")
     dtype = torch.float64 if engine == "brian2" else getattr(torch, circuit.dynamics.dtype)
-    d = circuit.data
-    splits = datasets.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-                           synthetic=d.synthetic.model_dump())
+    splits = datasets.load_for(circuit, data_dir)
     data = {name: (s.x.flatten(1).to(dev, dtype), s.y.to(dev))
             for name, s in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     model, eng, loss = build(circuit, engine, data["train"][0].shape[1], device=dev, dtype=dtype, codegen=codegen)

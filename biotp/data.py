@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from biotp.errors import DataError
+from biotp.errors import ConfigError, DataError
 
 ENV_VAR = "BIOTP_DATA"
 DEFAULT_DATA_DIR = Path("~/.biotp/data")
@@ -433,7 +433,7 @@ def load(
     """
     info = _info(name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
-        raise DataError(f"limit={limit!r}: expected None or an integer >= 1")
+        raise DataError(f"data.limit: {limit!r}: expected None or an integer >= 1")
     if info.name == "synthetic":
         raw = _synthetic(seed, synthetic)
     elif info.name == "digits":
@@ -463,6 +463,21 @@ def load(
 
 
 _urlopen: Callable[..., Any] = urllib.request.urlopen  # module-level injection point for tests
+
+
+
+def load_for(circuit, data_dir: str | os.PathLike | None = None) -> Splits:
+    """The splits a circuit's `data:` block names (dataset, validation split, limit, the
+    synthetic task's options), shuffled into validation by the circuit's seed: the one
+    loader of training, simulation, continuous-time training and protocols."""
+    d = circuit.data
+    try:
+        return load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
+                    synthetic=d.synthetic.model_dump())
+    except DataError as err:  # a split the circuit asks for that this dataset cannot give: the circuit's key
+        if not str(err).startswith("data."):
+            raise
+        raise ConfigError(f"{circuit.source or '<circuit>'}: {err}") from None
 
 
 def _md5_file(path: Path, gunzip: bool = False) -> str:

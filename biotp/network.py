@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .circuit import Circuit
-from .errors import ConfigError
+from .config.errors import ConfigError
 from .layers import build_layer, feedback_for, initialise
+
+if TYPE_CHECKING:
+    from .circuit import Circuit
 
 
 def _activation_of(layer) -> str:

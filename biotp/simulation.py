@@ -19,10 +19,7 @@ Files written before /stream existed lack it; readers treat it as optional.
 
 from __future__ import annotations
 
-import argparse
-import shlex
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +27,10 @@ import numpy as np
 import torch
 
 from .circuit import Circuit, load_circuit
+from .devices import pick_device
 from .dynamics.reference import settled_error
 from .engines.base import check_finite
 from .errors import BiotpError, ConfigError
-from .nwb import add_nwb_option, check_nwb_option, export_after_run
 from .runs import Leaf, claim, release, run_attrs, write_run
 
 BACKENDS = ("torch", "brian2")
@@ -72,37 +69,12 @@ class SimulationRun:
         return "\n".join(lines)
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number ≥ 1 (0 examples, a batch of 0, -5 epochs are typos)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number ≥ 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a whole number ≥ 1")
-    return value
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu", stacklevel=3)
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
-
-
 def _stream(circuit: Circuit, examples: int | None, data_dir, seed: int):
     """(train stream x, y; test x, y; the stream's indices into the training split) from the
     circuit's dataset, shuffled by `seed`; the indices let a run file name what it presented."""
     from . import data as D
 
-    d = circuit.data
-    splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-                    synthetic=d.synthetic.model_dump())
+    splits = D.load_for(circuit, data_dir)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(splits.train.y), generator=g)
     if examples is not None:
@@ -169,7 +141,7 @@ def simulate(
         raise ConfigError(f"--duration {duration!r} s: expected a positive, finite time")
     if out is not None:
         claim(out)  # before any work: a second writer of `out` is refused now
-    dev = _device(device) if backend == "torch" else torch.device("cpu")
+    dev = pick_device(device) if backend == "torch" else torch.device("cpu")
     dtype = torch.float64 if backend == "brian2" else getattr(torch, spec.dtype)  # brian2 computes in float64
 
     check_layers(circuit)  # before any data is read
@@ -283,81 +255,4 @@ def build(circuit: Circuit, backend: str, input_size: int, *, device="cpu", dtyp
 # ------------------------------------------------------------------------------ CLI
 
 
-def add_simulate_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `biotp simulate` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "simulate", help="run the continuous-time model: settle targets with online plasticity",
-        description="Present a stream of examples to CIRCUIT's continuous-time model (forward phase, then "
-                    "target phase), record the traces its `dynamics.record` names and print a summary.  With "
-                    "--epochs, train the continuous model on the whole training set instead (per-epoch metrics "
-                    "and checkpoints like `biotp train`; --resume continues such a run).",
-        epilog="examples:\n  biotp simulate circuits/mlp.yaml\n  biotp simulate circuits/mlp.yaml --backend brian2 "
-               "--examples 5\n  biotp simulate circuits/mlp.yaml --epochs 3 --out runs/mlp-continuous.h5\n"
-               "  biotp simulate --resume runs/mlp-continuous.h5 --epochs 5",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("circuit", nargs="?", help="circuit YAML file (with a `dynamics:` block)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--codegen", choices=("numpy", "cython"), default="numpy", help="brian2 code generation target")
-    p.add_argument("--out", metavar="TRACES.h5", help="run file to write (HDF5)")
-    p.add_argument("--examples", type=count, default=100, help="number of examples in the stream (default 100)")
-    p.add_argument("--duration", help="simulated time of the stream, e.g. '1 s' (limits the examples)")
-    p.add_argument("--batch-size", type=count, help="examples presented side by side (torch)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a circuit field, e.g. --set dynamics.tau_f='3 ms' (repeatable)")
-    p.add_argument("--seed", type=int, help="random seed (overrides the circuit's `seed`)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend; default cpu)")
-    p.add_argument("--threads", type=count, default=1, help="torch CPU threads (default 1: small networks run fastest)")
-    p.add_argument("--data-dir", help="dataset directory")
-    p.add_argument("--epochs", type=count, help="train: this many epochs over the training set in data.batch_size "
-                                              "batches, evaluating after each (see biotp/continuous.py)")
-    p.add_argument("--resume", metavar="RUN.h5", help="continue a continuous-time training run file")
-    p.add_argument("--reference", action="store_true",
-                   help="with --epochs: run the fast path's own rule beside it (dtp; dtp_gn for dtp1; gtp for the "
-                        "gradient relaxation) and record its test error and the angle between the two updates of every "
-                        "batch")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_nwb_option(p)
-    p.set_defaults(func=run_simulate)
-    return p
-
-
-def run_simulate(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    argv = getattr(args, "argv", None)
-    training = args.epochs is not None or args.resume is not None
-    check_nwb_option(args, args.out, "continuous-time training (--epochs, --resume)" if training else None)
-    if training:
-        return _run_training(args, shlex.join(["biotp", *argv]) if argv else None)
-    if args.circuit is None:
-        raise ConfigError("biotp simulate: give a circuit file (or --resume RUN.h5)")
-    if args.reference:
-        raise ConfigError("biotp simulate --reference: the fast path's rule runs beside a training run; "
-                          "expected --epochs N as well")
-    run = simulate(args.circuit, args.backend, examples=args.examples, duration=args.duration,
-                   overrides=args.overrides, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                   out=args.out, data_dir=args.data_dir, codegen=args.codegen, progress=not args.quiet,
-                   command=shlex.join(["biotp", *argv]) if argv else None)
-    print(run.summary_text())
-    export_after_run(args, run.path)
-    return 0
-
-
-def _run_training(args, command: str | None) -> int:
-    """`biotp simulate CIRCUIT --epochs N` / `--resume RUN.h5`: continuous-time training."""
-    from .continuous import train_continuous
-    from .runs import metrics_table
-
-    circuit = load_circuit(args.circuit, args.overrides) if args.circuit else None
-    if circuit is not None and args.seed is not None:
-        circuit = circuit.model_copy(update={"seed": args.seed})
-    out = args.out or (None if args.resume else f"runs/{circuit.name}-continuous.h5")
-    run = train_continuous(circuit, engine=args.backend, out=out, resume=args.resume, epochs=args.epochs,
-                           data_dir=args.data_dir, device=args.device, codegen=args.codegen,
-                           reference=args.reference, progress=not args.quiet, command=command)
-    print(metrics_table(run.metrics))
-    print(f"run file: {run.path}")
-    return 0
-
-
-__all__ = ["SimulationRun", "simulate", "add_simulate_parser", "run_simulate", "BiotpError"]
+__all__ = ["SimulationRun", "simulate", "BiotpError"]

@@ -18,39 +18,29 @@ run file ends at the epoch before the one that stopped it (the study holds that 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import fcntl
 import itertools
 import math
 import os
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BeforeValidator, Field, NonNegativeInt, PositiveInt, StrictBool, StrictFloat, StrictInt
+from pydantic import Field, StrictBool, StrictFloat, StrictInt
 from pydantic import StrictStr, ValidationError, field_validator, model_validator
 
-from .circuit import Circuit, Spec, algorithm_names, format_errors, load_circuit, read_yaml
-from .errors import BiotpError, ConfigError
+from .circuit import Circuit, algorithm_names, load_circuit
+from .config import (BiotpError, ConfigError, Float, Int, Name, NonNegativeInt, PositiveInt, Spec, format_errors,
+                     read_yaml)
 
 # ---------------------------------------------------------------------------- schema
 
 
-def _no_bool(value: Any) -> Any:
-    """YAML's `yes`/`true` would otherwise pass as 1."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, not a boolean")
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_no_bool)]
-Count = Annotated[PositiveInt, BeforeValidator(_no_bool)]
-Natural = Annotated[NonNegativeInt, BeforeValidator(_no_bool)]
+Number, Count, Natural = Float, PositiveInt, NonNegativeInt  # strict: YAML's `true` is not 1
 Choice = StrictBool | StrictInt | StrictFloat | StrictStr | None  # what Optuna stores as a categorical value
 DISTRIBUTIONS = ("uniform", "log_uniform", "categorical")
 
@@ -63,7 +53,7 @@ class Param(Spec):
     uniform: tuple[Number, Number] | None = None
     log_uniform: tuple[Number, Number] | None = None
     categorical: list[Choice] | None = Field(None, min_length=1)
-    points: Annotated[int, BeforeValidator(_no_bool), Field(ge=2)] | None = None
+    points: Annotated[Int, Field(ge=2)] | None = None
     rules: list[str] | None = Field(None, min_length=1)
 
     @model_validator(mode="before")
@@ -130,7 +120,7 @@ class Pruner(Spec):
     startup_trials: Natural = 5
     warmup_epochs: Natural = 0
     min_epochs: Count = 1
-    reduction_factor: Annotated[int, BeforeValidator(_no_bool), Field(ge=2)] = 3
+    reduction_factor: Annotated[Int, Field(ge=2)] = 3
 
     def build(self):
         import optuna.pruners as p
@@ -181,7 +171,7 @@ class Objective(Spec):
 
 
 class SweepSpec(Spec):
-    name: str | None = Field(None, description="study names and output directory; default: the file's stem")
+    name: Name | None = Field(None, description="study names and output directory; default: the file's stem")
     circuit: str = Field(description="circuit YAML, relative to the sweep file")
     rules: list[str] = Field(min_length=1)
     seeds: list[Natural] = Field([0], min_length=1)
@@ -831,41 +821,3 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
-
-
-# -------------------------------------------------------------------------- the CLI
-
-
-def add_sweep_parser(sub) -> None:
-    p = sub.add_parser(
-        "sweep", help="hyperparameter search over circuit fields (Optuna), resumable; --report summarises",
-        description="Run the trials of SWEEP.yaml (each an ordinary `biotp train` run file under the sweep's "
-                    "directory); run the same command again to resume an interrupted sweep.",
-        epilog="examples:\n  biotp sweep analysis/sweeps/mlp_digits.yaml\n"
-               "  biotp sweep analysis/sweeps/mlp_digits.yaml --report\n"
-               "  biotp sweep SWEEP.yaml --dask tcp://scheduler:8786 --storage postgresql://user@host/db\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep", help="sweep YAML file")
-    p.add_argument("--report", action="store_true",
-                   help="summarise instead of running: best configuration per rule, errors over seeds, figures")
-    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
-    p.add_argument("--dask", metavar="ADDRESS", help="run trials on this Dask scheduler (dask.distributed)")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage URL (default: sqlite:///<out>/study.db)")
-    p.add_argument("--out", help="output directory (default: the sweep's `out`, else runs/sweeps/<name>)")
-    p.add_argument("--data-dir", help="dataset directory (default: $BIOTP_DATA or ~/.biotp/data)")
-    p.set_defaults(func=cmd_sweep)
-
-
-def cmd_sweep(args) -> int:
-    sweep = load_sweep(args.sweep, out=args.out)
-    if args.workers is not None and args.workers < 1:
-        raise BiotpError(f"--workers {args.workers}: expected at least 1")
-    if not args.report:
-        run_sweep(sweep, workers=args.workers, dask=args.dask, storage=args.storage, data_dir=args.data_dir,
-                  log=lambda line: print(line, flush=True))
-    result = report(sweep, storage=args.storage)
-    print(result.markdown())
-    if args.report:
-        print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=sys.stderr)
-    return 0

@@ -24,33 +24,11 @@ from .algorithms import Algorithm, build
 from .augment import augment
 from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
-from .errors import BiotpError, ConfigError, DataError, DivergenceError, RunFileError
+from .devices import pick_device
+from .errors import BiotpError, ConfigError, DivergenceError, RunFileError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
+from .optim import make_optimizer
 from .runs import Run, check_same_circuit, claim, open_run, release, resumed_attrs, run_attrs, write_run
-
-OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
-
-
-def make_optimizer(spec, params) -> torch.optim.Optimizer | None:
-    """A torch optimiser from an optimiser spec (every field of the spec is passed on)."""
-    params = list(params)
-    if not params:
-        return None
-    kwargs = spec.model_dump(exclude={"name"})
-    kwargs.setdefault("foreach", True)  # multi-tensor updates on the CPU too (torch's default only on GPUs)
-    return OPTIMIZERS[spec.name](params, **kwargs)
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA when present (or asked for), else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BiotpError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise BiotpError(f"--device {device}: not a device; expected cpu, cuda or cuda:N") from None
 
 
 class Session:
@@ -59,16 +37,7 @@ class Session:
     def __init__(self, circuit: Circuit, *, data_dir=None, device=None):
         self.circuit = circuit
         self.device = pick_device(device)
-        d = circuit.data
-        try:
-            splits = datasets.load(
-                d.dataset, data_dir=data_dir, val_split=d.val_split, seed=circuit.seed, limit=d.limit,
-                synthetic=d.synthetic.model_dump(),
-            )
-        except DataError as err:  # a circuit's data settings that do not fit its dataset: name the file
-            if str(err).startswith("data."):
-                raise DataError(f"{circuit.source or '<circuit>'}: {err}") from None
-            raise
+        splits = datasets.load_for(circuit, data_dir)
         self.train, self.val, self.test = (
             (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
         )

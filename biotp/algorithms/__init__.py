@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from ..circuit import Circuit
 from ..errors import ConfigError
 from ..layers.discrete import transmitting_layers
 from ..network import Network, n_inputs_of
 from .ao_sdtp import AOSDTP
-from .base import Algorithm, Loss, Step, layer_loss
+from .base import ALGORITHM_SPECS, Algorithm, Loss, Step, layer_loss
 from .bp import BP
 from .dfa import DFA
 from .dtp import DTP
@@ -21,6 +22,9 @@ from .ldrl import LDRL
 from .sdtp import SDTP
 from .tjml import TJML
 from .tp import TP
+
+if TYPE_CHECKING:
+    from ..circuit import Circuit
 
 ALGORITHMS: dict[str, type[Algorithm]] = {c.name: c for c in (BP, FA, DFA, TP, DTP, SDTP, AOSDTP, FWDTP, GTP, DTPGN, LDRL, TJML)}
 
@@ -76,4 +80,4 @@ def build(circuit: Circuit, n_inputs: int | tuple[int, ...], n_classes: int, dev
     return rule.to(device)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "Loss", "Step", "build", "layer_loss"]
+__all__ = ["ALGORITHMS", "ALGORITHM_SPECS", "Algorithm", "Loss", "Step", "build", "layer_loss"]

@@ -1,9 +1,21 @@
 """Auxiliary-output SDTP (Bartunov et al. 2018; seed 004 §2.1, eq. 3)."""
 
+from typing import Literal
+
 import torch
 
+from ..config import PositiveInt, Spec
 from ..layers import DenseFeedback, activation, initialise
+from ..layers.registry import ActivationName
+from .base import ALGORITHM_SPECS
 from .sdtp import SDTP
+
+
+@ALGORITHM_SPECS.register
+class AOSDTPSpec(Spec):
+    name: Literal["ao_sdtp"]
+    aux_units: PositiveInt = 512
+    aux_activation: ActivationName = "tanh"
 
 
 class AOSDTP(SDTP):

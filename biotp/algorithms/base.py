@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import Circuit
+from ..config import Registry
 from ..layers.discrete import is_stochastic, sample_average
-from ..network import Network
+
+if TYPE_CHECKING:  # a circuit holds the rules' specs: biotp.circuit imports this package
+    from ..circuit import Circuit
+    from ..network import Network
+
+# learning-rule specs by `name` (= module name); each is defined beside its rule and registers here
+ALGORITHM_SPECS = Registry("learning rule", "name")
 
 
 class Loss:
@@ -108,6 +114,21 @@ class Algorithm(nn.Module):
         """Epoch-dependent settings: the noise decay σ0 / (1 + e / e0) of seed 002 §3.3."""
         fb = self.circuit.feedback
         self.noise = fb.noise / (1 + epoch / fb.noise_decay) if fb.noise_decay else fb.noise
+
+    # ------------------------------------------------ helpers shared by the target rules
+    @torch.no_grad()
+    def output_target(self, hs: list[torch.Tensor], y: torch.Tensor, beta: float) -> torch.Tensor:
+        """t_L = h_L - β ∂L(h_L, y)/∂h_L, L the per-example loss (seed 003 eq. 7, Algorithm 2
+        line 9; seed 001 eq. target-prop)."""
+        h = hs[-1].detach().requires_grad_()
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
+        return hs[-1].detach() - beta * grad
+
+    @staticmethod
+    def target_losses(hs: list[torch.Tensor], targets: dict[int, torch.Tensor], beta: float) -> torch.Tensor:
+        """Σ_l ||t_l - h_l||² / (2β), the forward losses of seed 003 eq. 5, batch mean."""
+        return sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * beta)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

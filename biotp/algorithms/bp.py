@@ -1,8 +1,17 @@
 """Backpropagation: the exact gradient of the global loss, the baseline of every table."""
 
-from .base import Algorithm, Step
+from typing import Literal, final
+
+from ..config import Spec
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
+@ALGORITHM_SPECS.register
+class BPSpec(Spec):
+    name: Literal["bp"]
+
+
+@final
 class BP(Algorithm):
     name = "bp"
     supports_transmission = True

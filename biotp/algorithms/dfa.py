@@ -3,15 +3,23 @@ sent straight to every hidden layer through a fixed random B_l, projected to the
 layer's output (units, or channels x positions of a convolutional or locally connected map)."""
 
 import math
+from typing import Literal, final
 
 import torch
 
+from ..config import Spec
 from ..errors import ConfigError
 from ..layers import Dense
-from .base import Algorithm, Step
+from .base import ALGORITHM_SPECS, Algorithm, Step
 from .fa import has_weights
 
 
+@ALGORITHM_SPECS.register
+class DFASpec(Spec):
+    name: Literal["dfa"]
+
+
+@final
 class DFA(Algorithm):
     """δ_l = (e B_l) reshaped to h_l, taken back through layer l's own activation (and pooling)
     to its weights, for every weighted hidden layer;  the output layer follows the true gradient.

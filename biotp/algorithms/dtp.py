@@ -1,8 +1,19 @@
 """Difference target propagation (Lee et al. 2015; seed 002 Algorithm 1, eq. 3.15)."""
 
-import torch
+from typing import Literal
 
+import torch
+from pydantic import Field
+
+from ..config import PositiveFloat, Spec
+from .base import ALGORITHM_SPECS
 from .tp import TP
+
+
+@ALGORITHM_SPECS.register
+class DTPSpec(Spec):
+    name: Literal["dtp"]
+    eta_hat: PositiveFloat = Field(0.1, description="step of the penultimate target, seed 002 eq. 3.7")
 
 
 class DTP(TP):

@@ -41,11 +41,15 @@ rate) and η_fb ΔΩ (feedback optimiser; η_fb plays the decoder's β).
 
 from __future__ import annotations
 
-import torch
+from typing import Literal, final
 
+import torch
+from pydantic import Field
+
+from ..config import Bool, Count, PositiveFloat, Spec
 from ..errors import ConfigError
 from ..layers import activation
-from .base import Algorithm, Step
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
 def _normalised(h: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +58,31 @@ def _normalised(h: torch.Tensor, bias: bool) -> tuple[torch.Tensor, torch.Tensor
     return h * inv, inv
 
 
+@ALGORITHM_SPECS.register
+class DTPGNSpec(Spec):
+    """Differential target propagation with Gauss-Newton-normalised updates (Bengio 2020,
+    seed 001).  In the paper's parametrisation f_l(h_{l-1}) = W_l σ(h_{l-1}) the
+    populations are pre-activations: τ_L = a_L - β ∂L/∂a_L; targets refined by iterating
+    approximate inverses (`refine: output`, eq. iterative-tau-out-update:
+    τ_{l-1} <- τ_{l-1} + g_l(τ_l) - g_l(f_l(τ_{l-1})); `refine: input`, eq. u-recurrence:
+    u <- u + τ_l - f_l(g_l(u)), τ_{l-1} = g_l(u)), `iterations` = K per layer
+    (`layerwise`) or K sweeps over all layers at once (`parallel`, seed 001 §7);
+    ΔW_l = s_l (τ_l - a_l) σ(h_{l-1})ᵀ / ||σ(h_{l-1})||² (DTP1, eq. delta-dtp-regular),
+    s_l = ||τ_L - a_L||² / ||τ_l - a_l||² with `layer_scaling` (DTP, §8), else s_l = 1.
+    `start: activity` begins the output iteration at a_{l-1}, so its first step is DTP's
+    difference correction; `start: decoder` at g_l(τ_l) (the algorithm box).
+    """
+
+    name: Literal["dtp_gn"]
+    beta: PositiveFloat = Field(0.1, description="output target step β (seed 001 eq. target-prop)")
+    refine: Literal["output", "input"] = "output"
+    iterations: Count = Field(5, description="K: refinement iterations (sweeps when parallel)")
+    schedule: Literal["parallel", "layerwise"] = "parallel"
+    start: Literal["activity", "decoder"] = "activity"
+    layer_scaling: Bool = True
+
+
+@final
 class DTPGN(Algorithm):
     name = "dtp_gn"
     feedback_kind = "learned"

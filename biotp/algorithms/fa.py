@@ -8,11 +8,14 @@ for a locally connected layer.  Parameter-free layers (max-pool, flatten, global
 and the activations pass the error on as BP does: they carry no weights to transport.
 """
 
+from typing import Literal, final
+
 import torch
 
+from ..config import Spec
 from ..errors import ConfigError
 from ..layers import LocallyConnected, linear_transpose
-from .base import Algorithm, Step
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
 class _FeedbackPath(torch.autograd.Function):
@@ -56,6 +59,12 @@ def fan_in(layer) -> int:
     return w.shape[-1] if isinstance(layer, LocallyConnected) else w[0].numel()
 
 
+@ALGORITHM_SPECS.register
+class FASpec(Spec):
+    name: Literal["fa"]
+
+
+@final
 class FA(Algorithm):
     """δ_{l-1} = B_lᵀ(δ_l) ⊙ f'_{l-1}(a_{l-1}), with B_lᵀ the transposed map of layer l taken with
     B_l in place of W_l;  ΔW_l ∝ -∂L/∂W_l given δ_l.  With B_l = W_l it is BP."""

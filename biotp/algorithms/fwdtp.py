@@ -1,8 +1,19 @@
 """DTP with fixed random feedback weights (Shibuya et al. 2023, cited in seed 003 §2)."""
 
+from typing import Literal, final
+
+from ..config import PositiveFloat, Spec
+from .base import ALGORITHM_SPECS
 from .dtp import DTP
 
 
+@ALGORITHM_SPECS.register
+class FWDTPSpec(Spec):
+    name: Literal["fwdtp"]
+    eta_hat: PositiveFloat = 0.1
+
+
+@final
 class FWDTP(DTP):
     """DTP's targets through feedback g_l = σ(V_l h_l + c_l) with V_l random and never trained."""
 

@@ -39,11 +39,35 @@ mean of the per-example eq. 5 gradients.
 
 from __future__ import annotations
 
+from typing import Literal, final
+
 import torch
+from pydantic import Field
 
-from .base import Algorithm, Step
+from ..config import Count, PositiveFloat, Spec
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
+@ALGORITHM_SPECS.register
+class GTPSpec(Spec):
+    """Gradient target propagation (Farias & Maziero, seed 000).
+
+    Targets: T Euler steps of size τ of eq. 3, dy_l/dt = -∂C_{l+1}/∂y_l with
+    C_{l+1} = ½||ŷ_{l+1} - f_{l+1}(y_l)||² (eq. 4, App. B eq. 32), layer by layer from the
+    top (Algorithm 1), ŷ_L = one-hot label (§4).  Weights: eq. 5, Δw_l = -η ∂C_l/∂w_l.
+    `start: zero` makes ŷ_l the change accumulated by the Euler steps (y(T) - y(0)), the
+    paper's target (eqs. 13-14, App. D eq. 39: ŷ_l = -τ ∂C_{l+1}/∂y_l for one step, which
+    yields the Hebbian term -η y_l ∂y_l/∂w_l); `start: activity` makes ŷ_l = y(T), the
+    Euler solution started at y_l(0) = h_l (the continuous-time `gradient` relaxation).
+    """
+
+    name: Literal["gtp"]
+    tau: PositiveFloat = Field(50.0, description="Euler step τ (seed 000 App. B, Tables 1-3)")
+    steps: Count = Field(1, description="Euler iterations T (seed 000 App. B)")
+    start: Literal["zero", "activity"] = "zero"
+
+
+@final
 class GTP(Algorithm):
     name = "gtp"
     feedback_kind = "analytical"  # W_{l+1}ᵀ: weight transport, no feedback modules

@@ -23,14 +23,29 @@ steps are taken here (then nothing is left in `.grad`).
 
 from __future__ import annotations
 
-import torch
+from typing import Literal, final
 
-from .base import Step, layer_loss
+import torch
+from pydantic import Field
+
+from ..config import Count, PositiveFloat, Spec
+from ..optim import make_optimizer
+from .base import ALGORITHM_SPECS, Step
 from .dtp import DTP
 
-_OPTIMIZERS = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}
+
+@ALGORITHM_SPECS.register
+class LDRLSpec(Spec):
+    """DTP targets with feedback trained by the local difference reconstruction loss
+    L^IP + L^RR (Ernoult et al. 2022; seed 003 Algorithm 1, eqs. 7-11), `feedback_iterations`
+    feedback updates per batch; forward losses (1/2β)||t_l - h_l||² (seed 003 eq. 5)."""
+
+    name: Literal["ldrl"]
+    beta: PositiveFloat = Field(0.1, description="output target step β (seed 003 eq. 7)")
+    feedback_iterations: Count = Field(1, description="feedback updates per batch (Algorithm 1, inner loop)")
 
 
+@final
 class LDRL(DTP):
     name = "ldrl"
 
@@ -48,14 +63,8 @@ class LDRL(DTP):
 
     def top_target(self, hs, y):
         """t_{L-1} = g_L(t_L) + h_{L-1} - g_L(h_L), t_L = h_L - β ∂L/∂h_L (seed 003 eqs. 7-8)."""
-        return self.propagate(len(hs) - 1, hs, self.output_target(hs, y))
+        return self.propagate(len(hs) - 1, hs, self.output_target(hs, y, self.spec.beta))
 
-    @torch.no_grad()
-    def output_target(self, hs, y):
-        h = hs[-1].detach().requires_grad_()
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
-        return hs[-1].detach() - self.spec.beta * grad
 
     def inverse_loss(self, hs):
         """Σ_l L^IP + L^RR (seed 003 eqs. 9-11), batch mean."""
@@ -85,7 +94,7 @@ class LDRL(DTP):
         loss = self.loss(out, y)
         if forward:
             targets = self.targets(hs, y)
-            total = loss + sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * self.spec.beta)
+            total = loss + self.target_losses(hs, targets, self.spec.beta)
             total.backward()
         fb_loss = None
         if feedback:
@@ -99,8 +108,7 @@ class LDRL(DTP):
         opt = self.feedback_optimizer
         if opt is None and K > 1:
             if self._own_optimizer is None:
-                spec = self.circuit.feedback.optimizer
-                self._own_optimizer = _OPTIMIZERS[spec.name](params, **spec.model_dump(exclude={"name"}))
+                self._own_optimizer = make_optimizer(self.circuit.feedback.optimizer, params)
             opt = self._own_optimizer
         hs = [h.detach() for h in hs]
         first = None

@@ -1,6 +1,15 @@
 """Simplified difference target propagation (Bartunov et al. 2018; seed 004 Algorithm 1)."""
 
+from typing import Literal
+
+from ..config import Spec
+from .base import ALGORITHM_SPECS
 from .dtp import DTP
+
+
+@ALGORITHM_SPECS.register
+class SDTPSpec(Spec):
+    name: Literal["sdtp"]
 
 
 class SDTP(DTP):

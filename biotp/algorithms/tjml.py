@@ -18,15 +18,37 @@ per-example Jacobians by autograd, for small layers only (seed 003 §4, "Limitat
 
 from __future__ import annotations
 
-import torch
+from typing import Literal, final
 
+import torch
+from pydantic import Field
+
+from ..config import PositiveFloat, Spec
 from ..errors import ConfigError
 from ..layers import FeedbackOptions, analytical_feedback
-from .base import Step, layer_loss
-from .tp import TP
+from .base import ALGORITHM_SPECS, Algorithm, Step
 
 
-class TJML(TP):
+@ALGORITHM_SPECS.register
+class TJMLSpec(Spec):
+    """DTP through the analytical feedback G* of seed 003 Algorithm 2 (no feedback training).
+
+    `beta` is β of the output target t_L = h_L - β ∂L/∂h_L.  `condition`: transpose (TJMC,
+    the paper's method), pseudo_inverse (PJMC) or inverse (IJMC, square invertible layers).
+    `activation_feedback`: varsigma (eqs. 26-27) or hadamard (σ'(x) ⊙ t, eq. 29).
+    `layernorm_feedback`: frozen_s (eqs. 30-35) or exact (the transpose including ∂s/∂x)."""
+
+    name: Literal["tjml"]
+    beta: PositiveFloat = Field(0.01, description="output target step β (seed 003 Algorithm 2, line 9)")
+    condition: Literal["transpose", "pseudo_inverse", "inverse"] = "transpose"
+    activation_feedback: Literal["varsigma", "hadamard"] = "varsigma"
+    layernorm_feedback: Literal["frozen_s", "exact"] = "frozen_s"
+
+
+@final
+class TJML(Algorithm):
+    """The rule of seed 003 Algorithm 2 (see the module docstring)."""
+
     name = "tjml"
     feedback_kind = "analytical"
     supports_transmission = False  # G* is built from the weights (DenseTranspose ignores `transmit`)
@@ -45,9 +67,7 @@ class TJML(TP):
         out = hs[-1]
         loss = self.loss(out, y)
         if forward:
-            targets = self.targets(hs, y)
-            total = sum(layer_loss(hs[l], t) for l, t in targets.items()) / (2 * self.spec.beta)
-            total.backward()
+            self.target_losses(hs, self.targets(hs, y), self.spec.beta).backward()
         return Step(loss.detach(), out.detach())
 
     @torch.no_grad()
@@ -61,10 +81,7 @@ class TJML(TP):
 
     def top_target(self, hs, y):
         """t_L = h_L - β ∂L(h_L, y)/∂h_L, L the per-example loss (line 9)."""
-        h = hs[-1].detach().requires_grad_()
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.loss(h, y, reduction="sum"), h)
-        return hs[-1].detach() - self.spec.beta * grad
+        return self.output_target(hs, y, self.spec.beta)
 
     def propagate(self, l, hs, t_l):
         h_prev, h = hs[l - 1].detach(), hs[l].detach()

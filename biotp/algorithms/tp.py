@@ -13,13 +13,23 @@ taken in closed form, batched across layers of equal shape (`algorithms.fused`),
 output layer goes through autograd; the targets, the noise and the updates are the same.
 """
 
+from typing import Literal
+
 import torch
 
-from ..errors import ConfigError
+from ..config import ConfigError, PositiveFloat, Spec
 from ..layers import DenseFeedback
 from ..layers.discrete import same_samples
-from .base import Algorithm, Step, layer_loss
+from .base import ALGORITHM_SPECS, Algorithm, Step, layer_loss
 from .fused import fusable, inverse_loss_grads, layer_loss_grads
+
+
+@ALGORITHM_SPECS.register
+class TPSpec(Spec):
+    """Vanilla target propagation; the penultimate target is a gradient step (seed 002 eq. 3.7)."""
+
+    name: Literal["tp"]
+    eta_hat: PositiveFloat = 0.1
 
 
 class TP(Algorithm):

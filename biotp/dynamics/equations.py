@@ -42,14 +42,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# F(x) as brian2 expression text, and F'(x) written through y = F(x)
-ACTIVATION = {"tanh": "tanh({x})", "sigmoid": "1 / (1 + exp(-({x})))", "relu": "(({x}) + abs({x})) / 2",
-              "linear": "({x})"}
-SLOPE = {"tanh": "(1 - ({y})**2)", "sigmoid": "(({y}) * (1 - ({y})))", "relu": "sign({y})", "linear": "1"}
-# 1/F'(x) through y (0 where F' = 0: the pseudo-inverse of the Gauss-Newton step); F' is kept
-# above 1e-12 so that a population at rest or in exact saturation gives a number, not inf
-INVERSE_SLOPE = {"tanh": "1 / clip(1 - ({y})**2, 1e-12, inf)", "sigmoid": "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)",
-                 "relu": "sign({y})", "linear": "1"}
+from ..layers.activations import ACTIVATIONS
+
+# F(x) as brian2 expression text, F'(x) and 1/F'(x) written through y = F(x): views of the
+# one activation table (biotp.layers.activations), for the activations that have them
+ACTIVATION = {name: a.equation for name, a in ACTIVATIONS.items() if a.equation}
+SLOPE = {name: a.slope_equation for name, a in ACTIVATIONS.items() if a.equation}
+INVERSE_SLOPE = {name: a.inverse_slope_equation for name, a in ACTIVATIONS.items() if a.equation}
 # ∂L/∂h_L per output unit (L per example): cross-entropy (softmax - one-hot) and the squared error
 LOSS_GRADIENT = {"cross_entropy": "exp(h) / zsum - label", "mse": "2 * (h - label)"}
 

@@ -22,15 +22,12 @@ Example (circuits/mlp.yaml)::
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
-from biotp.circuit import Spec
-
-from .units import Frequency, Time
-
+from ..config import Bool, NonNegativeFloat, PositiveFloat, Spec
+from ..config.units import Duration, Frequency, PositiveTime
 from .equations import RELAXATIONS
 
 # record names: any variable of a population (checked when the model is built); `t` is the
@@ -66,7 +63,7 @@ class PlasticitySpec(Spec):
     rule: Literal["dtp", "dtp1", "none"] = "none"
     eta: NonNegativeFloat = 0.1
     gamma: Frequency = Field(0.0, description="weight decay rate γ, e.g. '0 Hz'")
-    influence: bool = False
+    influence: Bool = False
 
 
 class FeedbackPlasticitySpec(Spec):
@@ -98,11 +95,11 @@ class PopulationSpec(Spec):
 class DynamicsSpec(Spec):
     """The continuous-time model of a circuit (DESIGN.md "The continuous-time model")."""
 
-    tau_f: Time = Field(2e-3, description="forward time constant τ_f")
-    tau_t: Time = Field(2e-3, description="target time constant τ_t")
-    dt: Time = Field(1e-4, description="integration step")
-    forward_phase: Time = Field(20e-3, description="duration of the forward phase")
-    target_phase: Time = Field(20e-3, description="duration of the target phase")
+    tau_f: PositiveTime = Field(2e-3, description="forward time constant τ_f")
+    tau_t: PositiveTime = Field(2e-3, description="target time constant τ_t")
+    dt: PositiveTime = Field(1e-4, description="integration step")
+    forward_phase: Duration = Field(20e-3, description="duration of the forward phase")
+    target_phase: Duration = Field(20e-3, description="duration of the target phase")
     form: Literal["rate", "potential"] = Field(
         "rate", description="what a population's h is: its rate, τ dh/dt = -h + f(W h_prev + b), or its potential "
                             "(pre-activation), τ dh/dt = -h + W f(h_prev) + b, seed 001's populations")
@@ -123,21 +120,8 @@ class DynamicsSpec(Spec):
     record: dict[str, list[str]] = Field(
         default_factory=dict, description="population -> variables, e.g. {layer1: [h, t]}"
     )
-    record_dt: Time | None = Field(None, description="sampling interval of traces (default dt)")
+    record_dt: PositiveTime | None = Field(None, description="sampling interval of traces (default dt)")
 
-    @field_validator("tau_f", "tau_t", "dt", "record_dt")
-    @classmethod
-    def _positive(cls, value):
-        if value is not None and not (0 < value < math.inf):
-            raise ValueError(f"{value!r} s: expected a positive, finite time")
-        return value
-
-    @field_validator("forward_phase", "target_phase")
-    @classmethod
-    def _duration(cls, value):
-        if not (0 <= value < math.inf):
-            raise ValueError(f"{value!r} s: expected a duration ≥ 0 s, finite")
-        return value
 
     @field_validator("relaxation")
     @classmethod

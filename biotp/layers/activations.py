@@ -8,51 +8,64 @@ backprop cannot cross them and target propagation can.
 `varsigma(name, y)` is ς of seed 003 eq. 27, ς(y) = ∫ σ'(σ⁻¹(y)) dy: the activation's
 analytical feedback, whose slope at y = σ(a) is σ'(a) (TJMC)."""
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch.nn import functional as F
 
 LEAK = 0.01
 
-ACTIVATIONS = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "relu": torch.relu,
-    "linear": lambda a: a,
-    "sign": lambda a: (a > 0).to(a.dtype) * 2 - 1,
-    "step": lambda a: (a > 0).to(a.dtype),
-    "leaky_relu": lambda a: F.leaky_relu(a, LEAK),
+
+@dataclass(frozen=True)
+class Activation:
+    """One activation σ: its torch function, its slope σ'(a) written through the output
+    h = σ(a), ς of seed 003 eq. 27, and (where the continuous-time model has it) its brian2
+    expression text: σ({x}), σ' through {y}, and 1/σ' through {y} (0 where σ' = 0, the
+    pseudo-inverse of the Gauss-Newton step; σ' kept above 1e-12 so a population at rest or
+    in exact saturation gives a number, not inf)."""
+
+    f: Callable[[torch.Tensor], torch.Tensor]
+    slope: Callable[[torch.Tensor], torch.Tensor]
+    varsigma: Callable[[torch.Tensor], torch.Tensor]
+    equation: str | None = None
+    slope_equation: str | None = None
+    inverse_slope_equation: str | None = None
+
+
+def _zero(h: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(h)
+
+
+# the one table of activations: circuit specs take their names from it, layers their
+# functions, the continuous-time model (biotp.dynamics.equations) its expressions
+ACTIVATIONS: dict[str, Activation] = {
+    "tanh": Activation(torch.tanh, lambda h: 1 - h * h, lambda y: y - y**3 / 3,
+                       "tanh({x})", "(1 - ({y})**2)", "1 / clip(1 - ({y})**2, 1e-12, inf)"),
+    "sigmoid": Activation(torch.sigmoid, lambda h: h * (1 - h), lambda y: y**2 / 2 - y**3 / 3,
+                          "1 / (1 + exp(-({x})))", "(({y}) * (1 - ({y})))",
+                          "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)"),
+    "relu": Activation(torch.relu, lambda h: (h > 0).to(h.dtype), torch.relu,
+                       "(({x}) + abs({x})) / 2", "sign({y})", "sign({y})"),
+    "linear": Activation(lambda a: a, torch.ones_like, lambda y: y, "({x})", "1", "1"),
+    "sign": Activation(lambda a: (a > 0).to(a.dtype) * 2 - 1, _zero, _zero),
+    "step": Activation(lambda a: (a > 0).to(a.dtype), _zero, _zero),
+    "leaky_relu": Activation(lambda a: F.leaky_relu(a, LEAK),
+                             lambda h: torch.where(h > 0, torch.ones_like(h), torch.full_like(h, LEAK)),
+                             lambda y: F.leaky_relu(y, LEAK)),
 }
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
 def activation(name: str):
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[name].f
 
 
 def derivative(name: str, h: torch.Tensor) -> torch.Tensor:
     """f'(a) expressed through the output h = f(a): every activation here allows it."""
-    if name == "tanh":
-        return 1 - h * h
-    if name == "sigmoid":
-        return h * (1 - h)
-    if name == "relu":
-        return (h > 0).to(h.dtype)
-    if name == "linear":
-        return torch.ones_like(h)
-    if name == "leaky_relu":
-        return torch.where(h > 0, torch.ones_like(h), torch.full_like(h, LEAK))
-    return torch.zeros_like(h)
+    return ACTIVATIONS[name].slope(h)
 
 
 def varsigma(name: str, y: torch.Tensor) -> torch.Tensor:
     """ς(y) = ∫ σ'(σ⁻¹(y)) dy with ς(0) = 0 (seed 003 eqs. 26-27); ς'(y) = derivative(name, y)."""
-    if name == "tanh":
-        return y - y**3 / 3
-    if name == "sigmoid":
-        return y**2 / 2 - y**3 / 3
-    if name == "relu":
-        return torch.relu(y)
-    if name == "leaky_relu":
-        return F.leaky_relu(y, LEAK)
-    if name == "linear":
-        return y
-    return torch.zeros_like(y)
+    return ACTIVATIONS[name].varsigma(y)

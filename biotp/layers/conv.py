@@ -8,15 +8,50 @@ swapped (seed 003 eq. 20); `conv_transpose` computes it with `conv_transpose2d`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import ConvLayer, PatchEmbedLayer
+from ..config import Bool, PositiveInt
 from .activations import activation
 from .pool import unpool
-from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
-                       linear_transpose)
+from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, Padding,
+                       act_feedback, analytical_feedback, build_layer, feedback_for, linear_transpose)
+
+
+class FilterSpec(LayerSpec):
+    """What a layer of filters sliding over [C, H, W] has: `channels` filters of `kernel` x
+    `kernel`, moved by `stride`; `padding: same` is kernel // 2 (shape kept at stride 1)."""
+
+    channels: PositiveInt
+    kernel: PositiveInt = 3
+    stride: PositiveInt = 1
+    padding: Padding = "same"
+    activation: ActivationName = "tanh"
+    bias: Bool = True
+
+
+@LAYER_SPECS.register
+class ConvLayer(FilterSpec):
+    """f(h) = [maxpool_p] activation(W * h + b): a convolution, optionally followed by max-pooling
+    with window = stride = `pool` (the conv+pool block of seed 003 eq. 42, one population)."""
+
+    type: Literal["conv"] = "conv"
+    pool: PositiveInt | None = None
+
+
+@LAYER_SPECS.register
+class PatchEmbedLayer(LayerSpec):
+    """MLP-Mixer stem: non-overlapping `patch` x `patch` patches linearly embedded into `channels`,
+    giving tokens [S, C] (a convolution with kernel = stride = patch)."""
+
+    type: Literal["patch_embed"] = "patch_embed"
+    patch: PositiveInt
+    channels: PositiveInt
+    activation: ActivationName = "linear"
+    bias: Bool = True
 
 
 def padding_of(padding, kernel: int) -> int:

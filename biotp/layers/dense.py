@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
-from ..circuit import DenseLayer
+from ..config import Bool, PositiveInt
 from .activations import activation, derivative
 from .discrete import Transmission, transmission
-from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
-                       linear_transpose)
+from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, act_feedback,
+                       analytical_feedback, build_layer, feedback_for, linear_transpose)
+
+
+@LAYER_SPECS.register
+class DenseLayer(LayerSpec):
+    """f(h) = activation(W transmit(h) + b): a fully connected population.
+
+    `transmit` is what crosses the connection from the population below (seed 002
+    §3.3.2-3.3.3): `sign` ±1, `step` 0/1, or a `bernoulli` sample that is 1 with probability h.
+    Backprop differentiates it exactly (zero) unless `straight_through`, which passes the
+    gradient as if it were the identity (seed 002 eq. 3.29)."""
+
+    type: Literal["dense"] = "dense"
+    size: PositiveInt
+    activation: ActivationName = "tanh"
+    bias: Bool = True
+    transmit: Literal["identity", "sign", "step", "bernoulli"] = "identity"  # see `discrete`
+    straight_through: Bool = False
+
+    @model_validator(mode="after")
+    def _straight_through_needs_transmit(self):
+        if self.straight_through and self.transmit == "identity":
+            raise ValueError("straight_through applies to a discrete transmit (sign, step or bernoulli); "
+                             "transmit is identity")
+        return self
 
 
 class Dense(nn.Module):

@@ -2,10 +2,26 @@
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from ..circuit import InitSpec
+from ..config import PositiveFloat, Spec
+
+INITS = ("orthogonal", "glorot", "farias", "normal")
+
+
+class InitSpec(Spec):
+    """Weight initialisation; biases start at zero.
+
+    `farias` is seed 000 eqs. 9-10: N(0, 48/(35 N)) for the first layer, N(0, 16/(11 N))
+    for the others, N the fan-in.  `normal` uses `std`.  `orthogonal` (seed 002 §3.3) and
+    `glorot` scale by `gain`.
+    """
+
+    scheme: Literal[INITS] = "orthogonal"  # type: ignore[valid-type]
+    gain: PositiveFloat = 1.0
+    std: PositiveFloat = 0.01
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,24 @@ one einsum and one fold, which is what seed 004 §5.4 obtains through autograd.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import LocalLayer
 from .activations import activation
-from .conv import out_size, padding_of
+from .conv import FilterSpec, out_size, padding_of
 from .init import MatrixStack
-from .registry import (AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer, feedback_for,
-                       linear_transpose)
+from .registry import (LAYER_SPECS, AnalyticalFeedback, FeedbackOptions, act_feedback, analytical_feedback, build_layer,
+                       feedback_for, linear_transpose)
+
+
+@LAYER_SPECS.register
+class LocalLayer(FilterSpec):
+    """A locally connected layer: a convolution with untied weights (seed 004 §5.2, §5.4, Table 3)."""
+
+    type: Literal["local"] = "local"
 
 
 def local_apply(h, weight, kernel, stride, padding):

@@ -12,13 +12,31 @@ a point that is not the activation's output, breaking TJMC.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from ..circuit import MixerLayer
+from ..config import Bool, PositiveInt
 from .activations import activation, derivative
 from .norm import LayerNorm
-from .registry import AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for
+from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec,
+                       analytical_feedback, build_layer, feedback_for)
+
+
+@LAYER_SPECS.register
+class MixerLayer(LayerSpec):
+    """An MLP-Mixer block on tokens [S, C] (seed 003 eqs. 44-47): token mixing
+    x + Act(FC(Norm(x))ᵀ)ᵀ (with `token_hidden`: FC∘Act∘FC), then channel mixing
+    x + FC(Act(FC(Norm(x)))).  `split`: each of the two skip blocks is its own population
+    carrying a target (seed 003 "fundamental units"); otherwise the block is one population."""
+
+    type: Literal["mixer"] = "mixer"
+    token_hidden: PositiveInt | None = None
+    channel_hidden: PositiveInt
+    activation: ActivationName = "leaky_relu"
+    affine: Bool = True
+    split: Bool = True
 
 
 class MixerMLP(nn.Module):

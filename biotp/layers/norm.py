@@ -9,11 +9,23 @@ the transpose of the full Jacobian.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
-from ..circuit import LayerNormLayer
-from .registry import AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for
+from ..config import Bool, PositiveFloat
+from .registry import (AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, analytical_feedback, build_layer,
+                       feedback_for)
+
+
+@LAYER_SPECS.register
+class LayerNormLayer(LayerSpec):
+    """Normalisation over the last axis (seed 003 eqs. 30-33), optionally with a learned gain and shift."""
+
+    type: Literal["layernorm"] = "layernorm"
+    affine: Bool = False
+    eps: PositiveFloat = 1e-5
 
 
 class LayerNorm(nn.Module):

@@ -8,13 +8,38 @@ upsampling for max-pool, broadcasting for GAP, reshaping for flatten.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..circuit import FlattenLayer, GAPLayer, MaxPoolLayer
-from .registry import AnalyticalFeedback, FeedbackOptions, analytical_feedback, build_layer, feedback_for
+from ..config import PositiveInt
+from .registry import (AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, analytical_feedback, build_layer,
+                       feedback_for)
+
+
+@LAYER_SPECS.register
+class MaxPoolLayer(LayerSpec):
+    """Max-pooling over `kernel` x `kernel` windows, step `stride` (default: kernel); seed 003 eq. 21."""
+
+    type: Literal["maxpool"] = "maxpool"
+    kernel: PositiveInt = 2
+    stride: PositiveInt | None = None
+
+
+@LAYER_SPECS.register
+class GAPLayer(LayerSpec):
+    """Global average pooling (seed 003 eq. 36): [C, H, W] -> [C], or tokens [S, C] -> [C]."""
+
+    type: Literal["gap"] = "gap"
+
+
+@LAYER_SPECS.register
+class FlattenLayer(LayerSpec):
+    """Reshape to a vector (a dense layer after a spatial one flattens by itself)."""
+
+    type: Literal["flatten"] = "flatten"
 
 
 def unpool(t: torch.Tensor, indices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The dispatch tables of the layer package, keyed by type so a new layer (or layer
 spec) registers itself from outside the core:
 
+- `LAYER_SPECS`: the layer specs a circuit's `network.layers` accepts, by `type`;
 - `build_layer(spec, in_shape)`: the forward module(s) a layer spec describes;
 - `feedback_for(layer, act)`: the learned approximate inverse g_l (TP, DTP, ...);
 - `analytical_feedback(layer, options)`: the analytical feedback G*_l of seed 003 (TJMC);
@@ -16,10 +17,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import singledispatch
+from typing import Literal, Union
 
 import torch
+from pydantic import Field
 
-from .activations import derivative, varsigma
+from ..config import Count, NonNegativeInt, Registry, Spec
+from .activations import ACTIVATION_NAMES, derivative, varsigma
+
+# layer specs by `type` (dense when omitted); each is defined beside its layer and registers here
+LAYER_SPECS = Registry("layer", "type", default="dense")
+ActivationName = Literal[ACTIVATION_NAMES]  # type: ignore[valid-type]
+Padding = Union[Literal["same"], NonNegativeInt]
+
+
+class LayerSpec(Spec):
+    """The base of every layer spec: `type` (its registry tag, set by each layer) and `repeat`."""
+
+    repeat: Count = Field(1, description="stack this many identical layers")
 
 
 @dataclass(frozen=True)

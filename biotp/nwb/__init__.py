@@ -39,7 +39,6 @@ import numpy as np
 
 from ..errors import BiotpError, RunFileError
 from ..runs import atomic_output, attributes, run_file, version
-from .cli import add_export_parser, add_nwb_option, check_nwb_option, export_after_run
 from .source import (EXPECTED, Point, Source, Trace, beta_in_force, dataset, intervention_text, presented,
                      read_source, residuals, traces)
 
@@ -417,4 +416,4 @@ def _chunked(trace, batch: int):
     return H5DataIO(TrialMajor(trace, batch), compression="gzip", compression_opts=4)
 
 
-__all__ = ["add_export_parser", "add_nwb_option", "check_nwb_option", "check_output", "export_after_run", "export_nwb"]
+__all__ = ["check_output", "export_nwb"]

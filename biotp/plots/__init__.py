@@ -31,7 +31,6 @@ Every figure's title names the circuit, dataset, rule(s) and seed(s) (biotp.plot
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -232,24 +231,34 @@ def _filters(path: Path, groups, f) -> list[tuple[str, object]]:
 
 def plot(path: str | Path, what: list[str] | str | None = None, out: str | Path | None = None, fmt: str = "png",
          dpi: int = 120) -> list[Path]:
-    """Write the figures of the file at `path` into directory `out` (default: the file's own)
-    as `<stem>-<kind>[-<group>].<fmt>` at `dpi`, and return their paths."""
+    """Write the figures of the file at `path` and return their paths: into directory `out`
+    (default: the file's own) as `<stem>-<kind>[-<group>].<fmt>` at `dpi`; or, when `out` is
+    a figure file name (`fig.png`, `fig.pdf`: its suffix sets the format), to that file if
+    there is one figure, else beside it as `fig-<kind>[-<group>].<suffix>`."""
     if fmt not in FORMATS:
         raise BiotpError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if isinstance(what, str):
         what = [w.strip() for w in what.split(",") if w.strip()]
     path = Path(path)
-    directory = Path(out) if out is not None else path.parent
-    if directory.exists() and not directory.is_dir():
-        raise BiotpError(f"--out {directory}: is a file; expected a directory for the figures (they are named "
-                         f"<run stem>-<kind>.{fmt})")
+    named = Path(out) if out is not None and Path(out).suffix.lower().lstrip(".") in FORMATS else None
+    if named is not None:
+        directory, fmt = named.parent, named.suffix.lower().lstrip(".")
+    else:
+        directory = Path(out) if out is not None else path.parent
+        if directory.exists() and not directory.is_dir():
+            raise BiotpError(f"--out {directory}: a file, not a directory; expected a directory for the figures "
+                             f"or a figure file name ending in {' or '.join('.' + f for f in FORMATS)}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise BiotpError(f"--out {directory}: cannot create the directory for the figures ({err.strerror})") from None
+    found = list(figures(path, what))
     written = []
-    for name, fig in figures(path, what):
-        target = directory / f"{path.stem}-{name}.{fmt}"
+    for name, fig in found:
+        if named is not None:
+            target = named if len(found) == 1 else directory / f"{named.stem}-{name}.{fmt}"
+        else:
+            target = directory / f"{path.stem}-{name}.{fmt}"
         fig.savefig(target, format=fmt, dpi=dpi)
         written.append(target)
     return written
@@ -258,31 +267,5 @@ def plot(path: str | Path, what: list[str] | str | None = None, out: str | Path 
 # ------------------------------------------------------------------------------ CLI
 
 
-def add_plot_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `biotp plot` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "plot", help="figures of a run, simulation, comparison or protocol file",
-        description="Draw what FILE holds: a protocol's summary figure, learning curves, angles to BP, weight "
-                    "changes, a comparison's rules against BP and their cost, settling against the discrete "
-                    "rule, Jacobian matching losses, traces, the settling residual (log scale), filters.  Figures "
-                    "are written as <stem>-<kind>[-<group>].<format>.")
-    p.add_argument("file", help="HDF5 file written by biotp (train, simulate, compare or run)")
-    p.add_argument("--what", metavar="KIND,KIND,...",
-                   help=f"figure kinds, some of {','.join(KINDS)} (default: all the file contains)")
-    p.add_argument("--out", metavar="DIR", help="directory for the figures (default: the file's directory)")
-    p.add_argument("--format", choices=FORMATS, default="png")
-    p.add_argument("--dpi", type=int, default=120, help="resolution of PNG figures (default 120)")
-    p.set_defaults(func=run_plot)
-    return p
-
-
-def run_plot(args) -> int:
-    if args.dpi < 10:
-        raise BiotpError(f"--dpi {args.dpi}: expected a resolution of at least 10 dots per inch")
-    for path in plot(args.file, args.what, args.out, args.format, args.dpi):
-        print(path)
-    return 0
-
-
-__all__ = ["KINDS", "plot", "figures", "sources", "add_plot_parser", "learning_curves", "angles", "jml",
+__all__ = ["KINDS", "plot", "figures", "sources", "learning_curves", "angles", "jml",
            "traces", "residual", "settling", "updates"]

@@ -25,10 +25,8 @@ Trial k occupies protocol time [k T, (k+1) T), T = forward + target phase + inte
   interventions  active interventions as the engine takes them
   runner         run_protocol: the trial loop, the discrete reference
   results        the run file's layout, ProtocolRun, resuming a file
-  cli            `biotp run`
 """
 
-from .cli import add_run_parser, cmd_run
 from .results import ProtocolRun
 from .runner import ContinuousRun, run_protocol
 from .schema import (ENGINES, FIGURES, KINDS, Beta, BlockPlasticity, Clamp, EvaluateSpec, FigureSpec, Intervention,
@@ -37,4 +35,4 @@ from .sweep import Point, points
 
 __all__ = ["ENGINES", "FIGURES", "FigureSpec", "KINDS", "Beta", "BlockPlasticity", "Clamp", "ContinuousRun",
            "EvaluateSpec", "Intervention", "Lesion", "Noise", "PhaseSpec", "Point", "Protocol", "ProtocolRun", "RecordSpec", "Silence", "StimulusSpec",
-           "SweepSpec", "add_run_parser", "cmd_run", "load_protocol", "parse_protocol", "points", "run_protocol"]
+           "SweepSpec", "load_protocol", "parse_protocol", "points", "run_protocol"]

@@ -68,11 +68,12 @@ class ContinuousRun:
 
     def __init__(self, pt: Point, data_dir):
         from ..dynamics.model import check_layers
-        from ..simulation import _device, build
+        from ..devices import pick_device
+        from ..simulation import build
 
         self.pt, p, c = pt, pt.protocol, pt.circuit
         self.spec = c.dynamics
-        self.device = _device(p.device) if p.engine == "torch" else torch.device("cpu")
+        self.device = pick_device(p.device) if p.engine == "torch" else torch.device("cpu")
         self.dtype = torch.float64 if p.engine == "brian2" else getattr(torch, self.spec.dtype)
         check_layers(c)  # before any data is read
         self._load_examples(data_dir)
@@ -87,9 +88,8 @@ class ContinuousRun:
         from .. import data as D
 
         p, c = self.pt.protocol, self.pt.circuit
+        splits = D.load_for(c, data_dir)
         d = c.data
-        splits = D.load(d.dataset, data_dir=data_dir, val_split=d.val_split, seed=c.seed, limit=d.limit,
-                        synthetic=d.synthetic.model_dump())
         for key, split in (("stimuli.split", p.stimuli.split), ("evaluate.split", p.evaluate.split)):
             if len(getattr(splits, split).y) == 0:
                 raise ConfigError(f"{p.source or '<protocol>'}: {key}: the {split!r} split of {d.dataset} is empty "
@@ -101,7 +101,7 @@ class ContinuousRun:
         order = torch.randperm(len(stim.y), generator=g) if p.stimuli.order == "shuffled" else torch.arange(len(stim.y))
         order = order.repeat(-(-n // len(order)))[:n]  # cycle through the split when count exceeds it
         self.x, self.y = self._to(stim.x[order]), stim.y[order].to(self.device)
-        self.stimuli = stimuli_tree(p, d.dataset, order.numpy(), stim.y[order].numpy())
+        self.stimuli = stimuli_tree(p, c.data.dataset, order.numpy(), stim.y[order].numpy())
         ev = getattr(splits, p.evaluate.split)
         self.ex, self.ey = self._to(ev.x[: p.evaluate.count]), ev.y[: p.evaluate.count].to(self.device)
 

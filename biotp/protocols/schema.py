@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field
 from pydantic import model_validator
 
-from ..circuit import Spec, apply_assignment, format_errors, read_yaml
-from ..dynamics.units import Time
-from ..errors import ConfigError
+from ..config import (Bool, Document, Float, Name, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                      PositiveInt, Spec, apply_assignment, load_yaml, validate)
+from ..config.units import Duration, PositiveTime
 
 ENGINES = ("torch", "brian2", "discrete")
 
@@ -26,9 +26,10 @@ class StimulusSpec(Spec):
     count: PositiveInt | None = Field(None, description="number of trials (default: the phases' sum, else 100)")
     order: Literal["shuffled", "sequential"] = "shuffled"
     batch: PositiveInt = Field(1, description="examples presented side by side in one trial (torch)")
-    forward_phase: Time | None = Field(None, description="overrides dynamics.forward_phase")
-    target_phase: Time | None = Field(None, description="overrides dynamics.target_phase")
-    inter_trial: Time | None = Field(None, description="blank input between trials; none: each trial starts from rest")
+    forward_phase: Duration | None = Field(None, description="overrides dynamics.forward_phase")
+    target_phase: Duration | None = Field(None, description="overrides dynamics.target_phase")
+    inter_trial: Duration | None = Field(None, description="blank input between trials; none: each trial starts from "
+                                                           "rest")
 
 
 class PhaseSpec(Spec):
@@ -45,7 +46,7 @@ class _Intervention(Spec):
     onset lies in the window."""
 
     phases: list[str] | None = None
-    window: tuple[Time, Time] | None = None
+    window: tuple[Duration, Duration] | None = None
     during: Literal["forward", "target", "all"] = "all"
 
 
@@ -56,7 +57,7 @@ class Clamp(_Intervention):
     kind: Literal["clamp"]
     population: str
     variable: Literal["h", "t"] = "t"
-    value: Union[float, list[float], Literal["label"]]
+    value: Union[Float, list[Float], Literal["label"]]
 
 
 class Silence(_Intervention):
@@ -110,9 +111,9 @@ class RecordSpec(Spec):
     ‖dy_l/dt‖ of every layer (torch engine)."""
 
     populations: dict[str, list[str]] = Field(default_factory=dict, description="checked against the model")
-    every: Time | None = None
+    every: PositiveTime | None = None
     trials: Union[NonNegativeInt, list[NonNegativeInt]] = 10
-    residual: bool = False
+    residual: Bool = False
 
 
 class EvaluateSpec(Spec):
@@ -136,11 +137,13 @@ class SweepSpec(Spec):
     def _one(self):
         if (self.grid is None) == (self.points is None):
             raise ValueError("give exactly one of `grid` or `points`")
-        if self.points == []:
-            raise ValueError("points: the list is empty; expected at least one point (a mapping of keys to values)")
+        if self.points is not None and not self.points:
+            raise ValueError("points is empty; expected at least one point {key: value}")
+        if self.grid is not None and not self.grid:
+            raise ValueError("grid is empty; expected at least one key with its values")
         for key, values in (self.grid or {}).items():
             if not values:
-                raise ValueError(f"grid.{key}: the list of values is empty; expected at least one value")
+                raise ValueError(f"grid {key} is empty; expected at least one value")
         return self
 
     def expand(self) -> list[dict[str, Any]]:
@@ -180,7 +183,7 @@ class FigureSpec(Spec):
 class Protocol(Spec):
     """An experiment on a circuit (see the `biotp.protocols` docstring)."""
 
-    name: str = "protocol"
+    name: Name = "protocol"
     description: str = ""
     circuit: str = Field(description="circuit YAML, relative to the protocol file")
     overrides: list[str] = Field(default_factory=list, description="circuit key.path=value assignments")
@@ -195,7 +198,7 @@ class Protocol(Spec):
     evaluate: EvaluateSpec = EvaluateSpec()
     reference: Literal["none", "discrete"] = "none"
     epochs: PositiveInt | None = Field(None, description="engine discrete: epochs (default: the circuit's)")
-    track_angles: bool = Field(False, description="engine discrete: angle to BP per layer each epoch")
+    track_angles: Bool = Field(False, description="engine discrete: angle to BP per layer each epoch")
     sweep: SweepSpec | None = None
     figure: FigureSpec | None = Field(None, description="the summary figure (inferred when absent)")
     source: str | None = Field(None, exclude=True)
@@ -294,29 +297,27 @@ class Protocol(Spec):
                               sort_keys=False)
 
 
-def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of protocol keys at the top level, got {type(data).__name__}")
-    try:
-        return Protocol.model_validate({**data, "source": source})
-    except ValidationError as err:
-        raise ConfigError(format_errors(err, source, Protocol, KINDS)) from None
+def parse_protocol(data: Any, source: str = "<protocol>", document: Document | None = None) -> Protocol:
+    return validate(Protocol, data, source, "protocol", document=document, tags=KINDS)
 
 
 def load_protocol(path: str | Path, overrides=()) -> Protocol:
     """Read a protocol YAML file and apply `key.path=value` overrides (protocol keys, or
     `circuit.<path>` for the circuit)."""
-    data = read_yaml(Path(path), "protocol")
+    document = load_yaml(Path(path), "protocol")
+    data = document.data
     if isinstance(data, dict):
         data.pop("source", None)
-        _assign(data, overrides, str(path))
-    return parse_protocol(data, str(path))
+        _assign(data, overrides, str(path), document)
+    return parse_protocol(data, str(path), document)
 
 
-def _assign(data: dict, assignments, source: str) -> None:
+def _assign(data: dict, assignments, source: str, document: Document | None = None) -> None:
     for item in assignments:
         key, _, value = item.partition("=")
         if key.strip().startswith("circuit."):
             data.setdefault("overrides", []).append(f"{key.strip().removeprefix('circuit.')}={value}")
         else:
-            apply_assignment(data, item, source)
+            loc = apply_assignment(data, item, source)
+            if document is not None:
+                document.forget(loc)

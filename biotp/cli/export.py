@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ConfigError
+from ..config.errors import ConfigError
 
 
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `biotp export` on an argparse subparsers object."""
-    p = subparsers.add_parser(
+def add_parser(sub):
+    p = sub.add_parser(
         "export", help="write a simulate or protocol run file as NWB (Neurodata Without Borders)",
         description="Write RUN (a run file of `biotp simulate` or `biotp run`) as an NWB file: every recorded "
                     "variable as a TimeSeries, the trials table, phases and intervention windows, evaluations, "
@@ -20,12 +19,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("run", help="run file (HDF5) of biotp simulate or biotp run")
     p.add_argument("--nwb", metavar="OUT.nwb", required=True, help="NWB file to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT.nwb if it exists")
-    p.set_defaults(func=cmd_export)
     return p
 
 
-def cmd_export(args) -> int:
-    from . import export_nwb
+def run(args) -> int:
+    from ..nwb import export_nwb
 
     print(f"NWB file: {export_nwb(args.run, args.nwb, force=args.force)}")
     return 0
@@ -39,8 +37,6 @@ def add_nwb_option(parser: argparse.ArgumentParser) -> None:
 def check_nwb_option(args, run_file: str | None, refused: str | None = None) -> None:
     """Before a run with --nwb: a run file to export from, a free output path; `refused`
     names a mode of the command that has no trials to export."""
-    from . import check_output
-
     if args.nwb is None:
         return
     if refused:
@@ -48,11 +44,13 @@ def check_nwb_option(args, run_file: str | None, refused: str | None = None) -> 
                           "of simulate streams and protocols")
     if run_file is None:
         raise ConfigError(f"--nwb {args.nwb}: the NWB file is exported from the run file; give --out RUN.h5 too")
+    from ..nwb import check_output
+
     check_output(args.nwb, run=run_file)
 
 
 def export_after_run(args, run_file) -> None:
-    from . import export_nwb
-
     if args.nwb is not None:
+        from ..nwb import export_nwb
+
         print(f"NWB file: {export_nwb(run_file, args.nwb)}")

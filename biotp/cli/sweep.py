@@ -1,0 +1,46 @@
+"""`biotp sweep SWEEP.yaml`: a hyperparameter search over circuit fields, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config.errors import BiotpError
+from .options import add_data_dir
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "sweep", help="hyperparameter search over circuit fields (Optuna), resumable; --report summarises",
+        description="Run the trials of SWEEP.yaml (each an ordinary `biotp train` run file under the sweep's "
+                    "directory); run the same command again to resume an interrupted sweep.",
+        epilog="examples:\n  biotp sweep analysis/sweeps/mlp_digits.yaml\n"
+               "  biotp sweep analysis/sweeps/mlp_digits.yaml --report\n"
+               "  biotp sweep SWEEP.yaml --dask tcp://scheduler:8786 --storage postgresql://user@host/db\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep", help="sweep YAML file")
+    p.add_argument("--report", action="store_true",
+                   help="summarise instead of running: best configuration per rule, errors over seeds, figures")
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run trials on this Dask scheduler (dask.distributed)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL (default: sqlite:///<out>/study.db)")
+    p.add_argument("--out", help="output directory (default: the sweep's `out`, else runs/sweeps/<name>)")
+    add_data_dir(p)
+    return p
+
+
+def run(args) -> int:
+    from ..sweep import load_sweep, report, run_sweep
+
+    sweep = load_sweep(args.sweep, out=args.out)
+    if args.workers is not None and args.workers < 1:
+        raise BiotpError(f"--workers {args.workers}: expected at least 1")
+    if not args.report:
+        run_sweep(sweep, workers=args.workers, dask=args.dask, storage=args.storage, data_dir=args.data_dir,
+                  log=lambda line: print(line, flush=True))
+    result = report(sweep, storage=args.storage)
+    print(result.markdown())
+    if args.report:
+        print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=sys.stderr)
+    return 0
