@@ -23,11 +23,14 @@ trains a classifier, with the clean input as its target; Bartunov et al.'s
 
 from __future__ import annotations
 
+from typing import final
+
 import torch
 from torch import nn
 
 from .algorithms.base import Algorithm
 from .algorithms.dtp import DTP
+from .algorithms.propagation import TargetPropagation
 from .errors import ConfigError
 from .layers import Dense
 
@@ -39,14 +42,20 @@ class TiedDense(Dense):
     layer's W (seed 002 eq. 3.21): one matrix, trained through both layers.  W is registered
     once, under the encoder; the decoder owns only its bias c."""
 
+    def __init__(self, encoder: Dense, act: str, bias: bool = True, transmit=None):
+        super().__init__(encoder.n_out, encoder.n_in, act, bias, transmit)
+        del self._parameters["weight"]  # Dense's own W: this layer reads the encoder's
+        self._encoder = (encoder,)  # a tuple, not a submodule: W must not be registered twice
+
     @classmethod
-    def tie(cls, decoder: Dense, encoder: Dense) -> "TiedDense":
-        """Turn a built `decoder` into a tied layer in place: everything else a Dense layer
-        carries (activation, transmission, shapes, bias) stays as built."""
-        del decoder._parameters["weight"]
-        decoder.__class__ = cls
-        decoder._encoder = (encoder,)  # a tuple, not a submodule: W must not be registered twice
-        return decoder
+    def mirroring(cls, decoder: Dense, encoder: Dense) -> "TiedDense":
+        """The tied layer to put in place of a built `decoder`, keeping everything else it
+        carries: activation, transmission, shapes and its bias parameter."""
+        tied = cls(encoder, decoder.act_name, decoder.bias is not None, decoder.transmit)
+        tied.in_shape, tied.out_shape = decoder.in_shape, decoder.out_shape
+        if decoder.bias is not None:
+            tied.bias = decoder.bias
+        return tied
 
     @property
     def weight(self) -> torch.Tensor:
@@ -70,7 +79,7 @@ def tie(net, source: str) -> None:
                 f"(weights [{getattr(enc, 'n_in', '?')} x {getattr(enc, 'n_out', '?')}] transposed); "
                 f"got {dec} after {enc}"
             )
-        TiedDense.tie(dec, enc)
+        net.layers[L - k] = TiedDense.mirroring(dec, enc)
 
 
 class HiddenNoise:
@@ -86,7 +95,8 @@ class HiddenNoise:
         return (h + self.sigma * torch.randn_like(h), *rest)
 
 
-class EncoderInverseDTP(DTP):
+@final
+class EncoderInverseDTP(TargetPropagation):
     """DTP on an auto-encoder with the encoder as the decoder's inverse (seed 002 §3.2.4).
 
     `grads(x, y)` gets the corrupted input x̃ as `x` and the clean input as `y`.  Activities

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from biotp.algorithms import ALGORITHMS, build, layer_loss
+from biotp.algorithms import ALGORITHMS, Algorithm, build, layer_loss
 from biotp.circuit import parse_circuit
 from biotp.metrics import angle_deg
 
@@ -279,3 +279,16 @@ def test_random_feedback_rules_reject_learned_feedback(name):
                              "feedback": {"kind": "learned"}}, "c.yaml")
     with pytest.raises(ConfigError, match=r"c.yaml: feedback.kind: .*random"):
         build(circuit, 4, 3)
+
+
+def test_rules_are_final_and_one_level_below_their_base():
+    """No rule inherits from another: each subclasses `Algorithm` or the abstract
+    `TargetPropagation` directly (issue 12: the hierarchy flattened)."""
+    from biotp.algorithms.propagation import TargetPropagation
+    from biotp.autoencoder import EncoderInverseDTP
+
+    rules = [*ALGORITHMS.values(), EncoderInverseDTP]
+    for cls in rules:
+        assert cls.__bases__ in ((Algorithm,), (TargetPropagation,)), (cls, cls.__bases__)
+        assert not any(issubclass(cls, other) for other in rules if other is not cls), cls
+    assert TargetPropagation not in ALGORITHMS.values()

@@ -1,6 +1,6 @@
 """Auxiliary-output SDTP (Bartunov et al. 2018; seed 004 §2.1, eq. 3)."""
 
-from typing import Literal
+from typing import Literal, final
 
 import torch
 
@@ -8,7 +8,7 @@ from ..config import PositiveInt, Spec
 from ..layers import DenseFeedback, activation, initialise
 from ..layers.registry import ActivationName
 from .base import ALGORITHM_SPECS
-from .sdtp import SDTP
+from .propagation import TargetPropagation
 
 
 @ALGORITHM_SPECS.register
@@ -18,11 +18,14 @@ class AOSDTPSpec(Spec):
     aux_activation: ActivationName = "tanh"
 
 
-class AOSDTP(SDTP):
-    """The output population is [o, z], z = σ(R h_{L-1}) fixed random features (R is never
-    trained), and ĥ_{L-1} = h_{L-1} - g_L(o, z) + g_L(ô, z) (seed 004 eq. 3)."""
+@final
+class AOSDTP(TargetPropagation):
+    """SDTP whose g_L reads [o, z], z = σ(R h_{L-1}) fixed random features (R is never
+    trained): ĥ_{L-1} = h_{L-1} - g_L(o, z) + g_L(ô, z) (seed 004 eq. 3)."""
 
     name = "ao_sdtp"
+    top = "label"
+    denoise = True
 
     def __init__(self, circuit, net, loss):
         super().__init__(circuit, net, loss)

@@ -95,8 +95,8 @@ def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeed
                        sigma: float, denoise: bool) -> torch.Tensor:
     """Gradients of Σ_l ||g_l(f_l(h_{l-1} + σ ε_l)) - r_l||² / B, r_l = h_{l-1} (`denoise`) or
     h_{l-1} + σ ε_l, into the decoders' `.grad`; returns the loss (no graph).  ε_l is drawn from
-    the global generator layer by layer from the bottom up, as `TP.inverse_loss` draws it.  f_l
-    and g_l of one chunk share shapes: two batched products forward and one backward."""
+    the global generator layer by layer from the bottom up, as `TargetPropagation.inverse_loss`
+    draws it.  f_l and g_l of one chunk share shapes: two batched products forward and one backward."""
     total = 0.0
     key = lambda l: (tuple(encoders[l].weight.shape), encoders[l].act_name,  # noqa: E731
                      tuple(decoders[l].weight.shape), decoders[l].act_name)

@@ -4,7 +4,7 @@ from typing import Literal, final
 
 from ..config import PositiveFloat, Spec
 from .base import ALGORITHM_SPECS
-from .dtp import DTP
+from .propagation import TargetPropagation
 
 
 @ALGORITHM_SPECS.register
@@ -14,7 +14,7 @@ class FWDTPSpec(Spec):
 
 
 @final
-class FWDTP(DTP):
+class FWDTP(TargetPropagation):
     """DTP's targets through feedback g_l = σ(V_l h_l + c_l) with V_l random and never trained."""
 
     name = "fwdtp"

@@ -31,7 +31,7 @@ from pydantic import Field
 from ..config import Count, PositiveFloat, Spec
 from ..optim import make_optimizer
 from .base import ALGORITHM_SPECS, Step
-from .dtp import DTP
+from .propagation import TargetPropagation
 
 
 @ALGORITHM_SPECS.register
@@ -46,7 +46,7 @@ class LDRLSpec(Spec):
 
 
 @final
-class LDRL(DTP):
+class LDRL(TargetPropagation):
     name = "ldrl"
 
     def __init__(self, circuit, net, loss):
@@ -64,7 +64,6 @@ class LDRL(DTP):
     def top_target(self, hs, y):
         """t_{L-1} = g_L(t_L) + h_{L-1} - g_L(h_L), t_L = h_L - β ∂L/∂h_L (seed 003 eqs. 7-8)."""
         return self.propagate(len(hs) - 1, hs, self.output_target(hs, y, self.spec.beta))
-
 
     def inverse_loss(self, hs):
         """Σ_l L^IP + L^RR (seed 003 eqs. 9-11), batch mean."""
