@@ -20,15 +20,19 @@ What is measured, each in its own process (same circuit, data and seed):
 - memory: `train MB` is what training adds to the process: the peak resident set during the
   warm-up and timed epochs (VmHWM, reset through /proc/self/clear_refs once the data are loaded
   and the rule built) minus the resident set at that moment, i.e. activities, gradients,
-  optimiser state and allocator slack, not the dataset or torch itself; `process MB` is the
+  optimiser state and allocator slack, not the dataset or torch itself.  Workers run with
+  glibc's malloc told to map every block of 64 kB or more on its own and to give freed memory
+  back at once (`MALLOC_ENV`), so the resident set follows the live tensors and the figure
+  repeats from run to run (with the default, adaptive thresholds it varies by ±30 %); `process MB` is the
   whole process's peak (ru_maxrss, dataset and torch included).  On CUDA `train MB` is
-  torch.cuda.max_memory_allocated minus the memory allocated before training.  Batch 1000 is
-  timed on `--memory-limit` examples.
+  torch.cuda.max_memory_allocated minus the memory allocated before training.  Memory is
+  measured in runs of its own (batch 100 and 1000, `--memory-limit` examples), not the timed ones.
 - scaling: DTP/BP (biotp `bp`) at one thread for 2, 4 and 8 hidden layers of 240 and 1000
   units (the circuit's first layer entry repeated and resized), on `--scaling-limit` examples.
 
 The last line reads `summary: dtp/bp@1 R1 dtp/bp@2 R2 mem R3`: DTP's epoch over the fastest
-BP's at 1 and 2 threads, and DTP's training memory over biotp BP's at batch 100 (`train MB`).
+BP's at 1 and 2 threads, and DTP's training memory over biotp BP's at batch 100 (`train MB`,
+from the memory part).
 `--quick` (5000 examples, one timed epoch, smaller memory and scaling runs) prints the same
 tables in a few minutes.
 """
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import subprocess
@@ -45,6 +50,7 @@ import time
 
 RULES = ["bp", "fa", "dfa", "tp", "dtp", "sdtp", "ao_sdtp", "fwdtp", "dtp/graph"]
 PLAIN = "torch"  # the plain PyTorch BP epoch
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}  # see the docstring: memory
 DEPTHS, WIDTHS = (2, 4, 8), (240, 1000)
 
 
@@ -57,7 +63,7 @@ def options() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="torch thread counts of the main table")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per run (the fastest counts)")
     p.add_argument("--limit", type=int, default=None, help="training examples of the main table (default: all)")
-    p.add_argument("--memory-limit", type=int, default=10000, help="training examples of the batch-1000 runs")
+    p.add_argument("--memory-limit", type=int, default=10000, help="training examples of the memory runs (batch 100 and 1000)")
     p.add_argument("--scaling-limit", type=int, default=10000, help="training examples of the scaling runs")
     p.add_argument("--parts", default="table,memory,scaling")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -183,8 +189,8 @@ def jobs(args) -> dict[str, list[dict]]:
         out["table"] = [{**base, "rule": r, "threads": int(t), "limit": args.limit, "batch": 100}
                         for t in args.threads.split(",") for r in rules]
     if "memory" in parts:
-        out["memory"] = [{**base, "rule": r, "threads": 1, "limit": args.memory_limit, "batch": 1000, "epochs": 1,
-                          "overrides": ["data.batch_size=1000"]} for r in rules]
+        out["memory"] = [{**base, "rule": r, "threads": 1, "limit": args.memory_limit, "batch": b, "epochs": 1,
+                          "memory": True, "overrides": [f"data.batch_size={b}"]} for b in (100, 1000) for r in rules]
     if "scaling" in parts:
         out["scaling"] = [{**base, "rule": r, "threads": 1, "limit": args.scaling_limit, "batch": 100, "epochs": 1,
                            "depth": d, "width": w,
@@ -194,7 +200,9 @@ def jobs(args) -> dict[str, list[dict]]:
 
 
 def launch(job: dict) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True)
+    env = {**os.environ, **MALLOC_ENV} if job.get("memory") else None  # (it slows the timed runs down)
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
+                          env=env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
         print(f"  {job['rule']}: failed: {last}", file=sys.stderr)
@@ -235,7 +243,7 @@ def main() -> None:
               f"seconds per epoch ({args.clock}), × the fastest BP at the same thread count")
         other = "cpu s" if args.clock == "wall" else "wall s"
         head = "".join(f"{f'{t} thr s':>9} {'× bp':>6} {other:>7}" for t in threads)
-        print(f"{'rule':<8}{head} {'train MB':>9} {'process MB':>11}")
+        print(f"{'rule':<8}{head}")
         for rule in dict.fromkeys(r["rule"] for r in table):
             cells = ""
             for t in threads:
@@ -243,22 +251,22 @@ def main() -> None:
                 alt = r["cpu_seconds"] if args.clock == "wall" else r["wall_seconds"]
                 cells += (f"{r['seconds']:>9.2f} {ratio(r['seconds'], fastest_bp(table, t)):>6.2f} {alt:>7.2f}"
                           if r else f"{'failed':>9} {'':>6} {'':>7}")
-            m = by(table, rule, threads=threads[0])
-            print(f"{rule:<8}{cells} " + (f"{m['train_mb']:>9.1f} {m['process_mb']:>11.0f}" if m else ""))
+            print(f"{rule:<8}{cells}")
         for r in table:
             if "error" in r:
                 print(f"{r['rule']} ({r['threads']} threads): failed: {r['error']}")
     if memory:
         ex = next((r["examples"] for r in memory if "examples" in r), "?")
-        bp100, bp1000 = by(table, "bp", threads=threads[0]), by(memory, "bp")
-        print(f"\npeak memory, 1 thread (train MB: added by training; × bp: over biotp bp's); batch 1000 on {ex} examples")
-        print(f"{'rule':<8} {'b100 MB':>8} {'× bp':>6} {'b1000 MB':>9} {'× bp':>6} {'process MB b1000':>17}")
+        print(f"\npeak memory, 1 thread, {ex} examples (train MB: added by training; × bp: over biotp bp's)")
+        print(f"{'rule':<9} {'b100 MB':>8} {'× bp':>6} {'b1000 MB':>9} {'× bp':>6} {'process MB b1000':>17}")
         for rule in dict.fromkeys(r["rule"] for r in memory):
-            a, b = by(table, rule, threads=threads[0]), by(memory, rule)
-            m100 = f"{a['train_mb']:>8.1f} {ratio(a['train_mb'], bp100 and bp100['train_mb']):>6.2f}" if a else f"{'-':>8} {'':>6}"
-            m1000 = (f"{b['train_mb']:>9.1f} {ratio(b['train_mb'], bp1000 and bp1000['train_mb']):>6.2f} {b['process_mb']:>17.0f}"
-                     if b else f"{'failed':>9}")
-            print(f"{rule:<8} {m100} {m1000}")
+            cells = ""
+            for b in (100, 1000):
+                m, bp = by(memory, rule, batch=b), by(memory, "bp", batch=b)
+                cells += (f" {m['train_mb']:>8.1f} {ratio(m['train_mb'], bp and bp['train_mb']):>6.2f}" if m
+                          else f" {'failed':>8} {'':>6}")
+            m = by(memory, rule, batch=1000)
+            print(f"{rule:<9}{cells} {m['process_mb'] if m else float('nan'):>17.0f}")
     if scaling:
         ex = next((r["examples"] for r in scaling if "examples" in r), "?")
         print(f"\nDTP/BP by depth and width (1 thread, {ex} examples, biotp bp, {args.clock} s per epoch)")
@@ -272,7 +280,7 @@ def main() -> None:
             print(f"{d:>6} " + " ".join(cells))
     r1 = ratio((by(table, "dtp", threads=1) or {}).get("seconds"), fastest_bp(table, 1))
     r2 = ratio((by(table, "dtp", threads=2) or {}).get("seconds"), fastest_bp(table, 2))
-    dtp, bp = by(table, "dtp", threads=threads[0]), by(table, "bp", threads=threads[0])
+    dtp, bp = by(memory, "dtp", batch=100), by(memory, "bp", batch=100)
     mem = ratio(dtp and dtp["train_mb"], bp and bp["train_mb"])
     print(f"summary: dtp/bp@1 {r1:.2f} dtp/bp@2 {r2:.2f} mem {mem:.2f}")
 

@@ -114,17 +114,18 @@ def reference(rule, x, y, noise_seed):
 # ------------------------------------------------------------------ the comparison
 def run_rule(rule, x, y, noise_seed):
     recorded = {}
-    targets = rule.targets
+    descend = rule.descend  # the targets, top down, as the rule computes them
 
     def record(hs, y):
-        recorded.update(targets(hs, y))
-        return recorded
+        for l, t in descend(hs, y):
+            recorded[l] = t.clone()
+            yield l, t
 
-    rule.targets = record
+    rule.descend = record
     rule.zero_grad(set_to_none=True)
     torch.manual_seed(noise_seed)
     rule.grads(x, y)
-    del rule.targets
+    del rule.descend
     return recorded, {n: p.grad for n, p in rule.named_parameters() if p.grad is not None}
 
 

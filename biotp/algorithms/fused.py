@@ -26,13 +26,11 @@ import torch
 from torch import nn
 
 from ..layers import Dense, DenseFeedback, derivative
-from ..layers.activations import LEAK
+from ..layers.activations import ACTIVATIONS, in_place
 
-# activations whose derivative `derivative(name, h)` reads off the output h = act(a) exactly
-# as autograd's backward of the same function does
-IN_PLACE = {"tanh": torch.tanh_, "sigmoid": torch.sigmoid_, "relu": torch.relu_, "linear": lambda a: a,
-            "leaky_relu": lambda a: nn.functional.leaky_relu_(a, LEAK)}
-FUSABLE_ACTIVATIONS = frozenset(IN_PLACE)
+# activations computed in place whose derivative `derivative(name, h)` reads off the output
+# h = act(a) exactly as autograd's backward of the same function does
+FUSABLE_ACTIVATIONS = frozenset(name for name, act in ACTIVATIONS.items() if act.in_place is not None)
 CHUNK_ELEMENTS = 1 << 17  # activities per stacked tensor (144 000 = 6 × 100 × 240 splits in two)
 
 
@@ -44,30 +42,40 @@ def fusable(layer: nn.Module, kind: type = Dense) -> bool:
 
 
 def dense_apply(layers: list[Dense], u: torch.Tensor) -> torch.Tensor:
-    """act(W_i u_i + b_i) for equal-shaped layers with one activation, u: [k, B, in]."""
-    w = torch.stack([m.weight for m in layers])
-    b = torch.stack([m.bias for m in layers]).unsqueeze(1)
-    return IN_PLACE[layers[0].act_name](torch.baddbmm(b, u, w.transpose(1, 2)))
-
-
-def local_grads(layers: list[Dense], u: torch.Tensor, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """Add to `.grad` of each layer i the gradient of ||h_i - r_i||² / B, h_i = act(W_i u_i + b_i);
-    u, h, r: [k, B, ...] for k equal-shaped layers with one activation.  Returns Σ_i ||h_i - r_i||² / B."""
-    batch = h.shape[1]
-    delta = h - r
-    loss = torch.dot(delta.flatten(), delta.flatten()) / batch
-    delta *= derivative(layers[0].act_name, h)
-    delta *= 2 / batch
-    dw = torch.bmm(delta.transpose(1, 2), u)
-    db = delta.sum(1)
+    """act(W_i u_i + b_i) for equal-shaped layers with one activation, u: [k, B, in].  The
+    products go layer by layer into one stacked output (stacking the weights would copy them
+    all); the activation is one pass over the stack."""
+    out = u.new_empty((len(layers), u.shape[1], layers[0].weight.shape[0]))
     for i, m in enumerate(layers):
-        _accumulate(m.weight, dw[i])
-        _accumulate(m.bias, db[i])
+        torch.addmm(m.bias, u[i], m.weight.T, out=out[i])
+    return in_place(layers[0].act_name)(out)
+
+
+def local_grads(layers: list[Dense], u: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
+                scratch: bool = False) -> torch.Tensor:
+    """Add to `.grad` of each layer i the gradient of ||h_i - r_i||² / B, h_i = act(W_i u_i + b_i);
+    u, h, r: [k, B, ...] for k equal-shaped layers with one activation (`scratch`: h may be
+    overwritten).  Returns Σ_i ||h_i - r_i||² / B."""
+    batch = h.shape[1]
+    slope = derivative(layers[0].act_name, h)
+    delta = h.sub_(r) if scratch else h - r
+    loss = torch.dot(delta.flatten(), delta.flatten()) / batch
+    delta.mul_(slope).mul_(2 / batch)
+    del slope
+    for i, m in enumerate(layers):
+        _accumulate(m.weight, delta[i].T, u[i])
+        _accumulate(m.bias, delta[i].sum(0))
     return loss
 
 
-def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
-    p.grad = g if p.grad is None else p.grad + g
+def _accumulate(p: torch.Tensor, g: torch.Tensor, u: torch.Tensor | None = None) -> None:
+    """p.grad += g, or g @ u when `u` is given (a product written straight into the gradient)."""
+    if u is None:
+        p.grad = g if p.grad is None else p.grad + g
+    elif p.grad is None:
+        p.grad = g @ u
+    else:
+        p.grad.addmm_(g, u)
 
 
 def chunks(items: list, key, size_of):
@@ -81,14 +89,25 @@ def chunks(items: list, key, size_of):
             yield run[i : i + step]
 
 
-def layer_loss_grads(layers: dict[int, Dense], inputs: dict[int, torch.Tensor], outputs: dict[int, torch.Tensor],
-                     targets: dict[int, torch.Tensor]) -> None:
-    """Gradients of Σ_l ||f_l(inputs[l]) - targets[l]||² / B into `.grad`, given outputs[l] = f_l(inputs[l])."""
+def forward_chunks(layers: dict[int, Dense], hs: list[torch.Tensor]) -> list[list[int]]:
+    """The populations l (keys of `layers`, f_l = layers[l]) in the groups whose layer losses
+    are reduced together, from the top down: the order in which targets arrive."""
     key = lambda l: (tuple(layers[l].weight.shape), layers[l].act_name)  # noqa: E731
-    size = lambda l: outputs[l].numel() + inputs[l].numel()  # noqa: E731
-    for ls in chunks(sorted(layers), key, size):
-        stack = lambda d: torch.stack([d[l].flatten(1) for l in ls])  # noqa: E731
-        local_grads([layers[l] for l in ls], stack(inputs), stack(outputs), stack(targets))
+    size = lambda l: hs[l].numel() + hs[l - 1].numel()  # noqa: E731
+    return list(chunks(sorted(layers, reverse=True), key, size))
+
+
+def layer_loss_grads(layers: list[Dense], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
+                     targets: list[torch.Tensor]) -> None:
+    """Gradients of Σ_i ||f_i(inputs[i]) - targets[i]||² / B into `.grad`, given outputs[i] =
+    f_i(inputs[i]), for equal-shaped layers with one activation (one chunk of `forward_chunks`).
+    A single layer reads its tensors in place; several are stacked."""
+    if len(layers) == 1:
+        view = lambda ts: ts[0].flatten(1).unsqueeze(0)  # noqa: E731
+        local_grads(layers, view(inputs), view(outputs), view(targets))
+        return
+    stack = lambda ts: torch.stack([t.flatten(1) for t in ts])  # noqa: E731
+    local_grads(layers, stack(inputs), stack(outputs), stack(targets), scratch=True)
 
 
 def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeedback], h_prev: dict[int, torch.Tensor],
@@ -111,5 +130,6 @@ def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeed
         g = [decoders[l] for l in ls]
         rec = dense_apply(g, code)
         r = torch.stack([h_prev[l].flatten(1) for l in ls]) if denoise else noisy
-        total = total + local_grads(g, code, rec, r)
+        total = total + local_grads(g, code, rec, r, scratch=True)
+        del noisy, code, rec, r  # before the next chunk's are made
     return total

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..layers import DenseFeedback
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
-from .fused import fusable, inverse_loss_grads, layer_loss_grads
+from .fused import forward_chunks, fusable, inverse_loss_grads, layer_loss_grads
 
 
 class TargetPropagation(Algorithm):
@@ -80,12 +80,15 @@ class TargetPropagation(Algorithm):
         hs.append(out)
         loss = self.loss(out, y)
         total = loss if forward else None
-        if forward:
-            targets = self.targets(hs, y)
-            with torch.no_grad():
-                layer_loss_grads({l: net.layers[l - 1] for l in targets}, {l: hs[l - 1] for l in targets},
-                                 {l: hs[l] for l in targets}, targets)
-            del targets
+        if forward:  # each chunk of layer losses as soon as its targets are known, then dropped
+            plan, pending = forward_chunks({l: net.layers[l - 1] for l in range(1, L)}, hs), {}
+            for l, t in self.descend(hs, y):
+                pending[l] = t
+                if l == plan[0][-1]:
+                    ls = plan.pop(0)
+                    with torch.no_grad():
+                        layer_loss_grads([net.layers[k - 1] for k in ls], [hs[k - 1] for k in ls],
+                                         [hs[k] for k in ls], [pending.pop(k) for k in ls])
         fb_loss = None
         if feedback and self.trains_feedback:
             ls = list(self.inverse_layers(L))
@@ -109,14 +112,19 @@ class TargetPropagation(Algorithm):
         hs = self.net(x, local=True)
         return hs, hs
 
-    @torch.no_grad()
     def targets(self, hs: list[torch.Tensor], y: torch.Tensor) -> dict[int, torch.Tensor]:
         """{l: ĥ_l} for l = 1..L-1, from the top down."""
+        return dict(self.descend(hs, y))
+
+    @torch.no_grad()
+    def descend(self, hs: list[torch.Tensor], y: torch.Tensor):
+        """(l, ĥ_l) for l = L-1 down to 1, each computed when asked for."""
         L = len(hs) - 1
-        t = {L - 1: self.top_target(hs, y)}
+        t = self.top_target(hs, y)
+        yield L - 1, t
         for l in range(L - 1, 1, -1):
-            t[l - 1] = self.propagate(l, hs, t[l])
-        return t
+            t = self.propagate(l, hs, t)
+            yield l - 1, t
 
     # --------------------------------------------------------------- the rule's parts
     def g(self, l: int):
@@ -159,9 +167,8 @@ class TargetPropagation(Algorithm):
         """ĥ_{l-1} from ĥ_l through g_l (see `difference`)."""
         if not self.difference:
             return self.g(l)(t_l)
-        # g_l of target and activity in one call: one matrix product instead of two
-        g_t, g_h = self.g(l)(torch.cat([t_l, hs[l]])).chunk(2)
-        return hs[l - 1] + g_t - g_h
+        g = self.g(l)
+        return g(t_l).add_(hs[l - 1]).sub_(g(hs[l]))  # = h_{l-1} + g_l(ĥ_l) - g_l(h_l), no temporaries
 
     @property
     def trains_feedback(self) -> bool:

@@ -23,7 +23,8 @@ class Activation:
     h = σ(a), ς of seed 003 eq. 27, and (where the continuous-time model has it) its brian2
     expression text: σ({x}), σ' through {y}, and 1/σ' through {y} (0 where σ' = 0, the
     pseudo-inverse of the Gauss-Newton step; σ' kept above 1e-12 so a population at rest or
-    in exact saturation gives a number, not inf)."""
+    in exact saturation gives a number, not inf).  `in_place` computes σ into its argument
+    (no copy where no graph keeps the pre-activation)."""
 
     f: Callable[[torch.Tensor], torch.Tensor]
     slope: Callable[[torch.Tensor], torch.Tensor]
@@ -31,6 +32,7 @@ class Activation:
     equation: str | None = None
     slope_equation: str | None = None
     inverse_slope_equation: str | None = None
+    in_place: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _zero(h: torch.Tensor) -> torch.Tensor:
@@ -41,24 +43,29 @@ def _zero(h: torch.Tensor) -> torch.Tensor:
 # functions, the continuous-time model (biotp.dynamics.equations) its expressions
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation(torch.tanh, lambda h: 1 - h * h, lambda y: y - y**3 / 3,
-                       "tanh({x})", "(1 - ({y})**2)", "1 / clip(1 - ({y})**2, 1e-12, inf)"),
+                       "tanh({x})", "(1 - ({y})**2)", "1 / clip(1 - ({y})**2, 1e-12, inf)", torch.tanh_),
     "sigmoid": Activation(torch.sigmoid, lambda h: h * (1 - h), lambda y: y**2 / 2 - y**3 / 3,
                           "1 / (1 + exp(-({x})))", "(({y}) * (1 - ({y})))",
-                          "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)"),
+                          "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)", torch.sigmoid_),
     "relu": Activation(torch.relu, lambda h: (h > 0).to(h.dtype), torch.relu,
-                       "(({x}) + abs({x})) / 2", "sign({y})", "sign({y})"),
-    "linear": Activation(lambda a: a, torch.ones_like, lambda y: y, "({x})", "1", "1"),
+                       "(({x}) + abs({x})) / 2", "sign({y})", "sign({y})", torch.relu_),
+    "linear": Activation(lambda a: a, torch.ones_like, lambda y: y, "({x})", "1", "1", lambda a: a),
     "sign": Activation(lambda a: (a > 0).to(a.dtype) * 2 - 1, _zero, _zero),
     "step": Activation(lambda a: (a > 0).to(a.dtype), _zero, _zero),
     "leaky_relu": Activation(lambda a: F.leaky_relu(a, LEAK),
                              lambda h: torch.where(h > 0, torch.ones_like(h), torch.full_like(h, LEAK)),
-                             lambda y: F.leaky_relu(y, LEAK)),
+                             lambda y: F.leaky_relu(y, LEAK), in_place=lambda a: F.leaky_relu_(a, LEAK)),
 }
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
 
 def activation(name: str):
     return ACTIVATIONS[name].f
+
+
+def in_place(name: str):
+    """The activation computed into its argument, or None where there is no such form."""
+    return ACTIVATIONS[name].in_place
 
 
 def derivative(name: str, h: torch.Tensor) -> torch.Tensor:
