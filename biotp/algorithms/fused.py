@@ -31,6 +31,7 @@ from ..layers.activations import ACTIVATIONS, in_place
 # activations computed in place whose derivative `derivative(name, h)` reads off the output
 # h = act(a) exactly as autograd's backward of the same function does
 FUSABLE_ACTIVATIONS = frozenset(name for name, act in ACTIVATIONS.items() if act.in_place is not None)
+PARALLEL_ELEMENTS = 32768  # torch splits an elementwise operation over threads only above this size
 CHUNK_ELEMENTS = 1 << 17  # activities per stacked tensor (144 000 = 6 × 100 × 240 splits in two)
 
 

@@ -20,7 +20,7 @@ from ..config import ConfigError
 from ..layers import DenseFeedback
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
-from .fused import forward_chunks, fusable, inverse_loss_grads, layer_loss_grads
+from .fused import PARALLEL_ELEMENTS, forward_chunks, fusable, inverse_loss_grads, layer_loss_grads
 
 
 class TargetPropagation(Algorithm):
@@ -168,7 +168,10 @@ class TargetPropagation(Algorithm):
         if not self.difference:
             return self.g(l)(t_l)
         g = self.g(l)
-        return g(t_l).add_(hs[l - 1]).sub_(g(hs[l]))  # = h_{l-1} + g_l(ĥ_l) - g_l(h_l), no temporaries
+        if t_l.numel() < PARALLEL_ELEMENTS:  # small: one call on both, so its elementwise work is split over threads
+            g_t, g_h = g(torch.cat([t_l, hs[l]])).chunk(2)
+            return g_t.add_(hs[l - 1]).sub_(g_h)
+        return g(t_l).add_(hs[l - 1]).sub_(g(hs[l]))  # = h_{l-1} + g_l(ĥ_l) - g_l(h_l), no concatenated copy
 
     @property
     def trains_feedback(self) -> bool:
