@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..layers import Dense, DenseFeedback, derivative
-from ..layers.activations import ACTIVATIONS, in_place
+from ..layers.activations import ACTIVATIONS, derivative_, in_place
 
 # activations computed in place whose derivative `derivative(name, h)` reads off the output
 # h = act(a) exactly as autograd's backward of the same function does
@@ -55,11 +55,14 @@ def dense_apply(layers: list[Dense], u: torch.Tensor) -> torch.Tensor:
 def local_grads(layers: list[Dense], u: torch.Tensor, h: torch.Tensor, r: torch.Tensor,
                 scratch: bool = False) -> torch.Tensor:
     """Add to `.grad` of each layer i the gradient of ||h_i - r_i||² / B, h_i = act(W_i u_i + b_i);
-    u, h, r: [k, B, ...] for k equal-shaped layers with one activation (`scratch`: h may be
-    overwritten).  Returns Σ_i ||h_i - r_i||² / B."""
-    batch = h.shape[1]
-    slope = derivative(layers[0].act_name, h)
-    delta = h.sub_(r) if scratch else h - r
+    u, h, r: [k, B, ...] for k equal-shaped layers with one activation (`scratch`: h and r are
+    the caller's to lose, and are overwritten).  Returns Σ_i ||h_i - r_i||² / B."""
+    batch, name = h.shape[1], layers[0].act_name
+    if scratch:  # no new tensor: δ into r, act'(h) into h
+        delta = r.sub_(h).neg_()
+        slope = derivative_(name, h)
+    else:
+        delta, slope = h - r, derivative(name, h)
     loss = torch.dot(delta.flatten(), delta.flatten()) / batch
     delta.mul_(slope).mul_(2 / batch)
     del slope

@@ -24,7 +24,7 @@ class Activation:
     expression text: σ({x}), σ' through {y}, and 1/σ' through {y} (0 where σ' = 0, the
     pseudo-inverse of the Gauss-Newton step; σ' kept above 1e-12 so a population at rest or
     in exact saturation gives a number, not inf).  `in_place` computes σ into its argument
-    (no copy where no graph keeps the pre-activation)."""
+    and `slope_in_place` σ' through h into h (no copies where no graph keeps them)."""
 
     f: Callable[[torch.Tensor], torch.Tensor]
     slope: Callable[[torch.Tensor], torch.Tensor]
@@ -33,6 +33,7 @@ class Activation:
     slope_equation: str | None = None
     inverse_slope_equation: str | None = None
     in_place: Callable[[torch.Tensor], torch.Tensor] | None = None
+    slope_in_place: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _zero(h: torch.Tensor) -> torch.Tensor:
@@ -52,18 +53,22 @@ def _tanh_(a: torch.Tensor) -> torch.Tensor:
 # functions, the continuous-time model (biotp.dynamics.equations) its expressions
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation(torch.tanh, lambda h: 1 - h * h, lambda y: y - y**3 / 3,
-                       "tanh({x})", "(1 - ({y})**2)", "1 / clip(1 - ({y})**2, 1e-12, inf)", _tanh_),
+                       "tanh({x})", "(1 - ({y})**2)", "1 / clip(1 - ({y})**2, 1e-12, inf)", _tanh_,
+                       lambda h: h.mul_(h).neg_().add_(1)),
     "sigmoid": Activation(torch.sigmoid, lambda h: h * (1 - h), lambda y: y**2 / 2 - y**3 / 3,
                           "1 / (1 + exp(-({x})))", "(({y}) * (1 - ({y})))",
-                          "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)", torch.sigmoid_),
+                          "1 / clip(({y}) * (1 - ({y})), 1e-12, inf)", torch.sigmoid_,
+                          lambda h: h.addcmul_(h, h, value=-1)),
     "relu": Activation(torch.relu, lambda h: (h > 0).to(h.dtype), torch.relu,
-                       "(({x}) + abs({x})) / 2", "sign({y})", "sign({y})", torch.relu_),
-    "linear": Activation(lambda a: a, torch.ones_like, lambda y: y, "({x})", "1", "1", lambda a: a),
+                       "(({x}) + abs({x})) / 2", "sign({y})", "sign({y})", torch.relu_,
+                       lambda h: h.sign_()),
+    "linear": Activation(lambda a: a, torch.ones_like, lambda y: y, "({x})", "1", "1", lambda a: a, lambda h: h.fill_(1)),
     "sign": Activation(lambda a: (a > 0).to(a.dtype) * 2 - 1, _zero, _zero),
     "step": Activation(lambda a: (a > 0).to(a.dtype), _zero, _zero),
     "leaky_relu": Activation(lambda a: F.leaky_relu(a, LEAK),
                              lambda h: torch.where(h > 0, torch.ones_like(h), torch.full_like(h, LEAK)),
-                             lambda y: F.leaky_relu(y, LEAK), in_place=lambda a: F.leaky_relu_(a, LEAK)),
+                             lambda y: F.leaky_relu(y, LEAK), in_place=lambda a: F.leaky_relu_(a, LEAK),
+                             slope_in_place=lambda h: h.masked_fill_(h > 0, 1).masked_fill_(h != 1, LEAK)),
 }
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 
@@ -75,6 +80,12 @@ def activation(name: str):
 def in_place(name: str):
     """The activation computed into its argument, or None where there is no such form."""
     return ACTIVATIONS[name].in_place
+
+
+def derivative_(name: str, h: torch.Tensor) -> torch.Tensor:
+    """`derivative(name, h)` written into h, where the activation has that form (else a copy)."""
+    fn = ACTIVATIONS[name].slope_in_place
+    return fn(h) if fn is not None else ACTIVATIONS[name].slope(h)
 
 
 def derivative(name: str, h: torch.Tensor) -> torch.Tensor:
