@@ -24,7 +24,7 @@ from .algorithms import Algorithm, build
 from .augment import augment
 from .autoencoder import corrupt, reconstruction_mse
 from .circuit import Circuit
-from .devices import pick_device
+from .devices import fits, host, pick_device, to_device
 from .errors import BiotpError, ConfigError, DivergenceError, RunFileError
 from .metrics import JML_EXAMPLES, bp_angles, rule_jmls
 from .optim import make_optimizer
@@ -38,8 +38,12 @@ class Session:
         self.circuit = circuit
         self.device = pick_device(device)
         splits = datasets.load_for(circuit, data_dir)
+        parts = [(s.x.flatten(1), s.y) for s in (splits.train, splits.val, splits.test)]
+        # inputs on the device when they fit, else in pinned host memory, batch by batch to the
+        # device (ImageNet-32's 15.7 GB of float32 on most GPUs); labels are small: on the device
+        self.data_on_device = fits(self.device, sum(x.nelement() * x.element_size() for x, _ in parts))
         self.train, self.val, self.test = (
-            (s.x.to(self.device).flatten(1), s.y.to(self.device)) for s in (splits.train, splits.val, splits.test)
+            (x.to(self.device) if self.data_on_device else host(x, self.device), y.to(self.device)) for x, y in parts
         )
         self.n_classes, self.input_shape = splits.train.n_classes, splits.train.input_shape
         if circuit.autoencoder is not None:  # an auto-encoder's target is its clean input
@@ -65,11 +69,11 @@ class Session:
     def batches(self, epoch: int):
         x, y = self.train
         g = torch.Generator().manual_seed(self.circuit.seed * 100_003 + epoch)
-        order = torch.randperm(len(x), generator=g).to(self.device)
+        order = torch.randperm(len(x), generator=g).to(x.device)
         bs = self.circuit.data.batch_size
         for i in range(0, len(x), bs):
             idx = order[i : i + bs]
-            yield self.transform(x[idx], y[idx], g)
+            yield self.transform(to_device(x[idx], self.device), to_device(y[idx.to(y.device)], self.device), g)
 
     def transform(self, x, y, generator):
         """A training batch augmented (biotp/augment.py) and, for a denoising auto-encoder,
@@ -192,7 +196,8 @@ class Session:
             if len(x) == 0:
                 row[f"{split}_error"] = row[f"{split}_mse"] = float("nan")
                 continue
-            out = torch.cat([self.rule.predict(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+            out = torch.cat([self.rule.predict(to_device(x[i : i + 1000], self.device)) for i in range(0, len(x), 1000)])
+            y = to_device(y, self.device)
             if split == "train":
                 row["train_loss"] = float(self.rule.loss(out, y))
             if ae:

@@ -240,3 +240,28 @@ def test_noise_decay(circuit):
     assert session.rule.noise == pytest.approx(0.4)
     session.rule.set_epoch(4)
     assert session.rule.noise == pytest.approx(0.4 / 3)  # σ0 / (1 + e/e0), seed 002 §3.3
+
+
+def test_data_kept_on_the_host_train_as_on_the_device(circuit, monkeypatch):
+    """Data too large for the device stay on the host (pinned on a GPU) and go over batch by
+    batch: the same batches, the same run, as with the data on the device."""
+    import biotp.training as training
+
+    c = circuit.with_algorithm("dtp")
+    on_device = train(c, epochs=2, progress=False)
+    asked = []
+    monkeypatch.setattr(training, "fits", lambda device, nbytes: asked.append(nbytes) or False)
+    session = Session(c)
+    assert not session.data_on_device
+    n = sum(len(x) for x, _ in (session.train, session.val, session.test))
+    assert asked == [4 * n * session.train[0].shape[1]]  # the float32 inputs of all three splits
+    _same_metrics(on_device, train(c, epochs=2, progress=False))
+
+
+def test_to_device_moves_only_what_is_elsewhere():
+    from biotp.devices import fits, host, to_device
+
+    cpu = torch.device("cpu")
+    t = torch.arange(6.0)
+    assert to_device(t, cpu) is t and host(t, cpu) is t  # nothing to copy or pin on the CPU
+    assert fits(cpu, 10**15)  # the CPU holds whatever was loaded
