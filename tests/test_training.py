@@ -49,6 +49,10 @@ def test_a_resume_may_grow_the_epochs_only_and_the_file_keeps_its_history(tmp_pa
     assert second.attrs["resumes"].endswith(" biotp train second") and list(second.metrics["epoch"]) == [1, 2]
     third = train(resume=path, epochs=3, progress=False, command="biotp train third")
     assert third.attrs["resumes"].splitlines()[1].endswith(" biotp train third")
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 0  # inspect shows the whole command history
+    shown = capsys.readouterr().out
+    assert all(f"biotp train {n}" in shown for n in ("first", "second", "third")), shown
 
 
 # rule -> tests that compare it with an independent computation (hand-written formulas, autograd,
