@@ -102,13 +102,14 @@ def forward_chunks(layers: dict[int, Dense], hs: list[torch.Tensor]) -> list[lis
 
 
 def layer_loss_grads(layers: list[Dense], inputs: list[torch.Tensor], outputs: list[torch.Tensor],
-                     targets: list[torch.Tensor]) -> None:
+                     targets: list[torch.Tensor], scratch: bool = False) -> None:
     """Gradients of Σ_i ||f_i(inputs[i]) - targets[i]||² / B into `.grad`, given outputs[i] =
     f_i(inputs[i]), for equal-shaped layers with one activation (one chunk of `forward_chunks`).
-    A single layer reads its tensors in place; several are stacked."""
+    A single layer reads its tensors in place (`scratch`: and may overwrite its outputs and
+    targets); several are stacked."""
     if len(layers) == 1:
         view = lambda ts: ts[0].flatten(1).unsqueeze(0)  # noqa: E731
-        local_grads(layers, view(inputs), view(outputs), view(targets))
+        local_grads(layers, view(inputs), view(outputs), view(targets), scratch=scratch)
         return
     stack = lambda ts: torch.stack([t.flatten(1) for t in ts])  # noqa: E731
     local_grads(layers, stack(inputs), stack(outputs), stack(targets), scratch=True)

@@ -14,6 +14,8 @@ taken in closed form, batched across layers of equal shape (`algorithms.fused`),
 output layer goes through autograd; the targets, the noise and the updates are the same.
 """
 
+import itertools
+
 import torch
 
 from ..config import ConfigError
@@ -80,18 +82,10 @@ class TargetPropagation(Algorithm):
         hs.append(out)
         loss = self.loss(out, y)
         total = loss if forward else None
-        if forward:  # each chunk of layer losses as soon as its targets are known, then dropped
-            plan, pending = forward_chunks({l: net.layers[l - 1] for l in range(1, L)}, hs), {}
-            for l, t in self.descend(hs, y):
-                pending[l] = t
-                if l == plan[0][-1]:
-                    ls = plan.pop(0)
-                    with torch.no_grad():
-                        layer_loss_grads([net.layers[k - 1] for k in ls], [hs[k - 1] for k in ls],
-                                         [hs[k] for k in ls], [pending.pop(k) for k in ls])
         fb_loss = None
         if feedback and self.trains_feedback:
             ls = list(self.inverse_layers(L))
+            # (before the forward losses: their gradients are not yet held while these run)
             # the fusable g_l come first (all but SDTP's g_L), so drawing their noise first keeps
             # the order in which `inverse_loss` draws it
             n_fast = next((i for i, l in enumerate(ls) if l == L or not fusable(self.g(l), DenseFeedback)), len(ls))
@@ -102,6 +96,27 @@ class TargetPropagation(Algorithm):
             graph = sum((self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1])) for l in rest), out.new_zeros(()))
             fb_loss = fb_loss + graph.detach()
             total = graph if total is None else total + graph
+        if forward:
+            # each chunk of layer losses as soon as its targets are known, so the targets are never
+            # all held; a single layer (but L-1, whose activity f_L's graph keeps) waits for the
+            # target below it, after which its target and activity are overwritten, not copied
+            plan, pending, due = forward_chunks({l: net.layers[l - 1] for l in range(1, L)}, hs), {}, []
+            for l, t in itertools.chain(self.descend(hs, y), [(None, None)]):
+                if due:
+                    with torch.no_grad():
+                        layer_loss_grads([net.layers[k - 1] for k in due], [hs[k - 1] for k in due],
+                                         [hs[k] for k in due], [pending.pop(k) for k in due], scratch=True)
+                if l is None:
+                    break
+                pending[l], due = t, []
+                if l == plan[0][-1]:
+                    ls = plan.pop(0)
+                    if len(ls) == 1 and ls[0] != L - 1:
+                        due = ls
+                        continue
+                    with torch.no_grad():
+                        layer_loss_grads([net.layers[k - 1] for k in ls], [hs[k - 1] for k in ls],
+                                         [hs[k] for k in ls], [pending.pop(k) for k in ls])
         if total is not None and total.requires_grad:
             total.backward()
         return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
