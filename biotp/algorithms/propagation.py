@@ -22,7 +22,7 @@ from ..config import ConfigError
 from ..layers import DenseFeedback
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
-from .fused import PARALLEL_ELEMENTS, forward_chunks, fusable, inverse_loss_grads, layer_loss_grads
+from .fused import PARALLEL_ELEMENTS, forward_chunks, fusable, inverse_loss_grads, layer_loss_grads, local_grads
 
 
 class TargetPropagation(Algorithm):
@@ -93,7 +93,14 @@ class TargetPropagation(Algorithm):
             with torch.no_grad():
                 fb_loss = inverse_loss_grads({l: net.layers[l - 1] for l in fast}, {l: self.g(l) for l in fast},
                                              {l: hs[l - 1] for l in fast}, self.noise, self.denoise)
-            graph = sum((self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1])) for l in rest), out.new_zeros(()))
+            graph = out.new_zeros(())
+            for l in rest:  # (SDTP's g_L reads a code of the output: in closed form too when it is dense)
+                eps = torch.randn_like(hs[l - 1])
+                if fusable(self.g(l), DenseFeedback):
+                    with torch.no_grad():
+                        fb_loss = fb_loss + self.fused_inverse_term(l, hs[l - 1], eps)
+                else:
+                    graph = graph + self.inverse_term(l, hs[l - 1], eps)
             fb_loss = fb_loss + graph.detach()
             total = graph if total is None else total + graph
         if forward:
@@ -208,6 +215,14 @@ class TargetPropagation(Algorithm):
         Algorithm 1) or r = h_{l-1} with `denoise` (seed 004 Algorithm 1)."""
         return sum(self.inverse_term(l, hs[l - 1], torch.randn_like(hs[l - 1]))
                    for l in self.inverse_layers(len(hs) - 1))
+
+    def fused_inverse_term(self, l: int, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """`inverse_term` of a dense g_l in closed form: its gradient into `.grad`, its value returned."""
+        noisy = h + self.noise * eps
+        code = self.encode(l, noisy)
+        rec = self.g(l)(code)
+        return local_grads([self.g(l)], code.flatten(1)[None], rec.flatten(1)[None],
+                           (h if self.denoise else noisy).flatten(1)[None], scratch=not self.denoise)
 
     def inverse_term(self, l: int, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """g_l's inverse loss at h = h_{l-1} with standard normal noise eps."""
