@@ -134,7 +134,9 @@ def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeed
         code = dense_apply([encoders[l] for l in ls], noisy)
         g = [decoders[l] for l in ls]
         rec = dense_apply(g, code)
-        r = torch.stack([h_prev[l].flatten(1) for l in ls]) if denoise else noisy
-        total = total + local_grads(g, code, rec, r, scratch=True)
-        del noisy, code, rec, r  # before the next chunk's are made
+        if denoise:  # r = h_{l-1}: into the noisy buffer, free once the code is made (no new copy)
+            for i, l in enumerate(ls):
+                noisy[i].copy_(h_prev[l].flatten(1))
+        total = total + local_grads(g, code, rec, noisy, scratch=True)
+        del noisy, code, rec  # before the next chunk's are made
     return total

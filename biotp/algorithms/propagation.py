@@ -221,8 +221,8 @@ class TargetPropagation(Algorithm):
         noisy = h + self.noise * eps
         code = self.encode(l, noisy)
         rec = self.g(l)(code)
-        return local_grads([self.g(l)], code.flatten(1)[None], rec.flatten(1)[None],
-                           (h if self.denoise else noisy).flatten(1)[None], scratch=not self.denoise)
+        r = noisy.copy_(h) if self.denoise else noisy  # (the buffer is free once the code is made)
+        return local_grads([self.g(l)], code.flatten(1)[None], rec.flatten(1)[None], r.flatten(1)[None], scratch=True)
 
     def inverse_term(self, l: int, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """g_l's inverse loss at h = h_{l-1} with standard normal noise eps."""
