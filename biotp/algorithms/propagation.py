@@ -14,8 +14,6 @@ taken in closed form, batched across layers of equal shape (`algorithms.fused`),
 output layer goes through autograd; the targets, the noise and the updates are the same.
 """
 
-import itertools
-
 import torch
 
 from ..config import ConfigError
@@ -71,9 +69,9 @@ class TargetPropagation(Algorithm):
 
     def fused_grads(self, x, y, *, forward=True, feedback=True):
         """`grads` on a stack of dense populations: the same targets, noise and updates, with the
-        hidden layers' losses in closed form (`algorithms.fused`) and the inverse losses of
-        equal-shaped g_l, f_l batched; what is not dense (f_L; g_L of SDTP) takes the graph."""
-        net, L = self.net, self.net.depth
+        dense layers' local losses in closed form (`algorithms.fused`), those of equal-shaped
+        layers batched; only f_L (and a g_l that is not dense) goes through autograd."""
+        net = self.net
         with torch.no_grad():
             hs = [x.reshape(x.shape[0], *net.shapes[0])]
             for layer in net.layers[:-1]:
@@ -81,52 +79,64 @@ class TargetPropagation(Algorithm):
         out = net.layers[-1](hs[-1])
         hs.append(out)
         loss = self.loss(out, y)
-        total = loss if forward else None
-        fb_loss = None
-        if feedback and self.trains_feedback:
-            ls = list(self.inverse_layers(L))
-            # (before the forward losses: their gradients are not yet held while these run)
-            # the fusable g_l come first (all but SDTP's g_L), so drawing their noise first keeps
-            # the order in which `inverse_loss` draws it
-            n_fast = next((i for i, l in enumerate(ls) if l == L or not fusable(self.g(l), DenseFeedback)), len(ls))
-            fast, rest = ls[:n_fast], ls[n_fast:]
-            with torch.no_grad():
-                fb_loss = inverse_loss_grads({l: net.layers[l - 1] for l in fast}, {l: self.g(l) for l in fast},
-                                             {l: hs[l - 1] for l in fast}, self.noise, self.denoise)
-            graph = out.new_zeros(())
-            for l in rest:  # (SDTP's g_L reads a code of the output: in closed form too when it is dense)
-                eps = torch.randn_like(hs[l - 1])
-                if fusable(self.g(l), DenseFeedback):
-                    with torch.no_grad():
-                        fb_loss = fb_loss + self.fused_inverse_term(l, hs[l - 1], eps)
-                else:
-                    graph = graph + self.inverse_term(l, hs[l - 1], eps)
+        total, fb_loss = (loss if forward else None), None
+        if feedback and self.trains_feedback:  # first: the forward gradients are not yet held meanwhile
+            fb_loss, graph = self.fused_inverse_losses(hs)
             fb_loss = fb_loss + graph.detach()
             total = graph if total is None else total + graph
         if forward:
-            # each chunk of layer losses as soon as its targets are known, so the targets are never
-            # all held; a single layer (but L-1, whose activity f_L's graph keeps) waits for the
-            # target below it, after which its target and activity are overwritten, not copied
-            plan, pending, due = forward_chunks({l: net.layers[l - 1] for l in range(1, L)}, hs), {}, []
-            for l, t in itertools.chain(self.descend(hs, y), [(None, None)]):
-                if due:
-                    with torch.no_grad():
-                        layer_loss_grads([net.layers[k - 1] for k in due], [hs[k - 1] for k in due],
-                                         [hs[k] for k in due], [pending.pop(k) for k in due], scratch=True)
-                if l is None:
-                    break
-                pending[l], due = t, []
-                if l == plan[0][-1]:
-                    ls = plan.pop(0)
-                    if len(ls) == 1 and ls[0] != L - 1:
-                        due = ls
-                        continue
-                    with torch.no_grad():
-                        layer_loss_grads([net.layers[k - 1] for k in ls], [hs[k - 1] for k in ls],
-                                         [hs[k] for k in ls], [pending.pop(k) for k in ls])
+            self.fused_forward_losses(hs, y)
         if total is not None and total.requires_grad:
             total.backward()
         return Step(loss.detach(), out.detach(), None if fb_loss is None else fb_loss.detach())
+
+    def fused_inverse_losses(self, hs):
+        """The inverse losses of the trained g_l: (the closed-form part's value, the rest as a
+        graph).  The dense g_l below the top come first, batched, so their noise is drawn in
+        the order `inverse_loss` draws it; then g_L where it is trained (SDTP)."""
+        net, L = self.net, self.net.depth
+        ls = list(self.inverse_layers(L))
+        n_fast = next((i for i, l in enumerate(ls) if l == L or not fusable(self.g(l), DenseFeedback)), len(ls))
+        with torch.no_grad():
+            value = inverse_loss_grads({l: net.layers[l - 1] for l in ls[:n_fast]},
+                                       {l: self.g(l) for l in ls[:n_fast]},
+                                       {l: hs[l - 1] for l in ls[:n_fast]}, self.noise, self.denoise)
+        graph = hs[-1].new_zeros(())
+        for l in ls[n_fast:]:
+            eps = torch.randn_like(hs[l - 1])
+            if fusable(self.g(l), DenseFeedback):
+                with torch.no_grad():
+                    value = value + self.fused_inverse_term(l, hs[l - 1], eps)
+            else:
+                graph = graph + self.inverse_term(l, hs[l - 1], eps)
+        return value, graph
+
+    def fused_forward_losses(self, hs, y) -> None:
+        """The forward losses of f_1..f_{L-1} into `.grad`, each chunk as soon as its targets are
+        known, so the targets are never all held.  A lone layer (but L-1, whose activity f_L's
+        graph keeps) waits for the target below it: its target and activity are then free, and
+        are overwritten instead of copied."""
+        net, L = self.net, self.net.depth
+
+        def reduce(ls, scratch):
+            with torch.no_grad():
+                layer_loss_grads([net.layers[k - 1] for k in ls], [hs[k - 1] for k in ls], [hs[k] for k in ls],
+                                 [pending.pop(k) for k in ls], scratch=scratch)
+
+        plan, pending, due = forward_chunks({l: net.layers[l - 1] for l in range(1, L)}, hs), {}, []
+        for l, t in self.descend(hs, y):
+            if due:
+                reduce(due, True)
+                due = []
+            pending[l] = t
+            if l == plan[0][-1]:
+                ls = plan.pop(0)
+                if len(ls) == 1 and ls[0] != L - 1:
+                    due = ls
+                else:
+                    reduce(ls, False)
+        if due:
+            reduce(due, True)
 
     def activities(self, x, y):
         """(the activities targets are computed from, those the layer losses train): one
