@@ -8,13 +8,15 @@ r = h_{l-1} + ε or h_{l-1}).  With h = act(W u + b) its gradient is
     δ = (2 / B) (h - r) ⊙ act'(h),   ∂/∂W = δᵀ u,   ∂/∂b = Σ_batch δ,
 
 which is what autograd computes for the same loss, without building a graph.  Losses of
-layers that share a weight shape and an activation are reduced together: one batched product
-(`bmm`) and one elementwise pass for all of them instead of one per layer, which is what lets
-the per-batch work of a deep MLP use a second core (torch splits an elementwise operation
-across threads only above 32 768 elements, and a 100 × 240 activity has 24 000).  A run of
-equal layers is cut into chunks of at most `CHUNK_ELEMENTS` activities per stacked tensor, so the
-extra memory of batching stays bounded whatever the batch size and depth: at batch 1000 each
-layer is already large enough and goes alone.
+layers that share a weight shape and an activation are reduced together: their activities are
+stacked and each elementwise step is one pass over the stack instead of one per layer, which is
+what lets the per-batch work of a deep MLP use a second core (torch splits an elementwise
+operation across threads only above 32 768 elements, and a 100 × 240 activity has 24 000); the
+products stay per layer, written into the stack and into `.grad` (stacking the weights would
+copy them).  A run of equal layers is cut into chunks of at most `CHUNK_ELEMENTS` activities, so
+the extra memory of batching stays bounded whatever the batch size and depth: at batch 1000
+each layer is already large enough and goes alone.  Buffers the caller owns (`scratch`) take
+δ and act' in place.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def inverse_loss_grads(encoders: dict[int, Dense], decoders: dict[int, DenseFeed
     """Gradients of Σ_l ||g_l(f_l(h_{l-1} + σ ε_l)) - r_l||² / B, r_l = h_{l-1} (`denoise`) or
     h_{l-1} + σ ε_l, into the decoders' `.grad`; returns the loss (no graph).  ε_l is drawn from
     the global generator layer by layer from the bottom up, as `TargetPropagation.inverse_loss`
-    draws it.  f_l and g_l of one chunk share shapes: two batched products forward and one backward."""
+    draws it.  f_l and g_l of one chunk share shapes: their elementwise work is one pass per step."""
     total = 0.0
     key = lambda l: (tuple(encoders[l].weight.shape), encoders[l].act_name,  # noqa: E731
                      tuple(decoders[l].weight.shape), decoders[l].act_name)
