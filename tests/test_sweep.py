@@ -295,3 +295,12 @@ def test_table4_fields_reach_the_trial_circuit():
     assert circuit.feedback.optimizer.eps == 1e-6 and circuit.feedback.optimizer.betas == (0.9, 0.999)
     assert (circuit.feedback.noise, circuit.algorithm.eta_hat, circuit.seed, circuit.schedule.epochs) == (0.05, 0.15, 3, 100)
     assert circuit.schedule.feedback_training == "alternating" and circuit.algorithm.name == "dtp"
+
+
+def test_every_shipped_sweep_file_loads():
+    """Every file in analysis/sweeps/ parses, and each search field exists in its rules' circuits."""
+    paths = sorted((Path(__file__).resolve().parents[1] / "analysis" / "sweeps").glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        sweep = load_sweep(path)
+        assert sweep.spec.rules and all(rule in sweep.spaces for rule in sweep.spec.rules), path
