@@ -5,7 +5,8 @@ from typing import Literal, final
 import torch
 
 from ..config import PositiveInt, Spec
-from ..layers import DenseFeedback, activation, initialise
+from ..layers import DenseFeedback, initialise
+from ..layers.activations import apply
 from ..layers.registry import ActivationName
 from .base import ALGORITHM_SPECS
 from .propagation import TargetPropagation
@@ -32,7 +33,6 @@ class AOSDTP(TargetPropagation):
         n_prev, n_aux = net.layers[-2].n_out, self.spec.aux_units
         g = torch.Generator().manual_seed(circuit.seed + 2)
         self.register_buffer("R", torch.randn(n_aux, n_prev, generator=g) / n_prev**0.5)
-        self.aux_act = activation(self.spec.aux_activation)
         top = DenseFeedback(loss.n_classes + n_aux, n_prev, net.feedback[str(net.depth)].act_name)
         initialise(top.weight, circuit.feedback.init, first=False, generator=g)
         net.feedback[str(net.depth)] = top
@@ -42,4 +42,4 @@ class AOSDTP(TargetPropagation):
         return None if l == self.net.depth else super().feedback_map(l)
 
     def top_code(self, h_prev, out):
-        return torch.cat([self.loss.readout(out), self.aux_act(h_prev @ self.R.T)], 1)
+        return torch.cat([self.loss.readout(out), apply(self.spec.aux_activation, h_prev @ self.R.T)], 1)

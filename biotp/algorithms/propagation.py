@@ -18,6 +18,7 @@ import torch
 
 from ..config import ConfigError
 from ..layers import DenseFeedback
+from ..layers.activations import apply
 from ..layers.discrete import same_samples
 from .base import Algorithm, Step, layer_loss
 from .fused import PARALLEL_ELEMENTS, forward_chunks, fusable, inverse_loss_grads, layer_loss_grads, local_grads
@@ -185,10 +186,14 @@ class TargetPropagation(Algorithm):
         """ĥ_{L-1} = h_{L-1} - g_L(c) + g_L(ĉ), c = `top_code` of the output, ĉ the same with the
         loss's optimum for the label in place of the output (seed 004 Algorithm 1, eq. 3): no
         gradient anywhere."""
-        g, h_prev = self.g(self.net.depth), hs[-2]
+        g, h_prev, k = self.g(self.net.depth), hs[-2], self.loss.n_classes
         code = self.top_code(h_prev, hs[-1])
-        best = code.clone()
-        best[:, : self.loss.n_classes] = self.loss.optimum(y, code.dtype)
+        best = self.loss.optimum(y, code.dtype)
+        if fusable(g, DenseFeedback):  # ĉ differs from c in its first k entries: V ĉ = V c + V_{:k} (ô - o)
+            a = torch.addmm(g.bias, code, g.weight.T)
+            a_best = torch.addmm(a, best - code[:, :k], g.weight[:, :k].T)
+            return apply(g.act_name, a_best).sub_(apply(g.act_name, a)).add_(h_prev)
+        best = torch.cat([best, code[:, k:]], 1)
         return h_prev - g(code) + g(best)
 
     def top_code(self, h_prev, out):

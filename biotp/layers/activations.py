@@ -82,6 +82,13 @@ def in_place(name: str):
     return ACTIVATIONS[name].in_place
 
 
+def apply(name: str, a: torch.Tensor) -> torch.Tensor:
+    """act(a), computed into `a` where no graph keeps it (grad mode off) and the activation has
+    an in-place form: the caller hands over `a`."""
+    fast = in_place(name) if not torch.is_grad_enabled() else None
+    return fast(a) if fast is not None else ACTIVATIONS[name].f(a)
+
+
 def derivative_(name: str, h: torch.Tensor) -> torch.Tensor:
     """`derivative(name, h)` written into h, where the activation has that form (else a copy)."""
     fn = ACTIVATIONS[name].slope_in_place

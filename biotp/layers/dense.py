@@ -10,7 +10,7 @@ from pydantic import model_validator
 from torch import nn
 
 from ..config import Bool, PositiveInt
-from .activations import activation, derivative, in_place
+from .activations import activation, apply, derivative
 from .discrete import Transmission, transmission
 from .registry import (ActivationName, AnalyticalFeedback, FeedbackOptions, LAYER_SPECS, LayerSpec, act_feedback,
                        analytical_feedback, build_layer, feedback_for, linear_transpose)
@@ -63,8 +63,7 @@ class Dense(nn.Module):
 
     def post(self, a: torch.Tensor) -> torch.Tensor:
         """The rest of f after the pre-activation a: f(h) = post(pre(h)); `a` may be overwritten."""
-        fast = in_place(self.act_name) if not torch.is_grad_enabled() else None
-        out = fast(a) if fast is not None else self.act(a)  # no graph keeps a: no copy
+        out = apply(self.act_name, a)
         return out if len(self.out_shape) == 1 else out.reshape(-1, *self.out_shape)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
