@@ -232,8 +232,9 @@ class TargetPropagation(Algorithm):
                    for l in self.inverse_layers(len(hs) - 1))
 
     def fused_inverse_term(self, l: int, h: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """`inverse_term` of a dense g_l in closed form: its gradient into `.grad`, its value returned."""
-        noisy = h + self.noise * eps
+        """`inverse_term` of a dense g_l in closed form: its gradient into `.grad`, its value
+        returned (`eps` is overwritten)."""
+        noisy = eps.mul_(self.noise).add_(h)
         code = self.encode(l, noisy)
         rec = self.g(l)(code)
         r = noisy.copy_(h) if self.denoise else noisy  # (the buffer is free once the code is made)
