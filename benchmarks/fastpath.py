@@ -12,6 +12,9 @@ What is measured, each in its own process (same circuit, data and seed):
   waiting for a core counts; process CPU seconds are printed beside them (at 2 threads they
   include the threads' spin-waits, so they are no measure of speed there).  `--clock cpu`
   makes CPU seconds the ratios' measure (for one thread on a busy machine).
+- products × bp: the floating-point operations of the rule's matrix products in an epoch (counted
+  in the warm-up epoch, `ProductFlops`) over biotp BP's: the floor of the time ratio where
+  products dominate the cost, as they do here.
 - `RULE/graph`: the rule with its fast path off (`rule.fuse = False`: every loss through
   autograd, one backward pass, as before the layer-batched path), for comparison.
 - `torch`: a plain PyTorch BP epoch of the same net (nn.Sequential, torch's RMSprop with the
@@ -40,6 +43,7 @@ tables in a few minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -47,6 +51,11 @@ import resource
 import subprocess
 import sys
 import time
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+from torch.utils.flop_counter import flop_registry
 
 RULES = ["bp", "fa", "dfa", "tp", "dtp", "sdtp", "ao_sdtp", "fwdtp", "dtp/graph"]
 PLAIN = "torch"  # the plain PyTorch BP epoch
@@ -164,7 +173,9 @@ def run(job: dict) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     before = memory_now(device)
     reset_peak(device)
-    epoch_fn(1)  # warm-up
+    products = ProductFlops()
+    with products if job.get("count") else contextlib.nullcontext():
+        epoch_fn(1)  # warm-up (and its matrix products counted)
     sync()
     times = []
     for epoch in range(2, 2 + job["epochs"]):
@@ -174,8 +185,28 @@ def run(job: dict) -> dict:
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
     wall, cpu = min(times, key=lambda t: t[job.get("clock") == "cpu"])
     return {**job, "examples": len(session.train[0]), "seconds": cpu if job.get("clock") == "cpu" else wall,
-            "wall_seconds": wall, "cpu_seconds": cpu,
+            "wall_seconds": wall, "cpu_seconds": cpu, "product_flops": products.flops,
             "train_mb": peak(device) - before, "process_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+class ProductFlops(TorchDispatchMode):
+    """Counts the floating-point operations of the matrix products dispatched while active
+    (torch's own formulas, `torch.utils.flop_counter`): a rule's product work over BP's is the
+    floor of its time ratio where products dominate."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        count = flop_registry.get(func._overloadpacket)
+        if count is not None:
+            shape = lambda t: t.shape if isinstance(t, torch.Tensor) else t  # noqa: E731
+            given = {k: v for k, v in kwargs.items() if k != "out"}
+            self.flops += count(*tree_map(shape, args), **tree_map(shape, given), out_val=out)
+        return out
 
 
 # ------------------------------------------------------------------ the driver
@@ -186,8 +217,8 @@ def jobs(args) -> dict[str, list[dict]]:
     parts = args.parts.split(",")
     out = {"table": [], "memory": [], "scaling": []}
     if "table" in parts:
-        out["table"] = [{**base, "rule": r, "threads": int(t), "limit": args.limit, "batch": 100}
-                        for t in args.threads.split(",") for r in rules]
+        out["table"] = [{**base, "rule": r, "threads": int(t), "limit": args.limit, "batch": 100, "count": i == 0}
+                        for i, t in enumerate(args.threads.split(",")) for r in rules]
     if "memory" in parts:
         out["memory"] = [{**base, "rule": r, "threads": 1, "limit": args.memory_limit, "batch": b, "epochs": 1,
                           "memory": True, "overrides": [f"data.batch_size={b}"]} for b in (100, 1000) for r in rules]
@@ -243,7 +274,8 @@ def main() -> None:
               f"seconds per epoch ({args.clock}), × the fastest BP at the same thread count")
         other = "cpu s" if args.clock == "wall" else "wall s"
         head = "".join(f"{f'{t} thr s':>9} {'× bp':>6} {other:>7}" for t in threads)
-        print(f"{'rule':<8}{head}")
+        print(f"{'rule':<8}{head} {'products × bp':>13}")
+        bp_work = (by(table, "bp", threads=threads[0]) or {}).get("product_flops")
         for rule in dict.fromkeys(r["rule"] for r in table):
             cells = ""
             for t in threads:
@@ -251,7 +283,8 @@ def main() -> None:
                 alt = r["cpu_seconds"] if args.clock == "wall" else r["wall_seconds"]
                 cells += (f"{r['seconds']:>9.2f} {ratio(r['seconds'], fastest_bp(table, t)):>6.2f} {alt:>7.2f}"
                           if r else f"{'failed':>9} {'':>6} {'':>7}")
-            print(f"{rule:<8}{cells}")
+            work = (by(table, rule, threads=threads[0]) or {}).get("product_flops")
+            print(f"{rule:<8}{cells} {ratio(work, bp_work):>13.2f}")
         for r in table:
             if "error" in r:
                 print(f"{r['rule']} ({r['threads']} threads): failed: {r['error']}")
