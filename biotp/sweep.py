@@ -745,6 +745,16 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
     """Best configuration per rule, errors over seeds, and figures in the sweep directory."""
+    studies = load_studies(sweep, storage)
+    results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
+    paths = _figures(sweep, studies, results) if figures else []
+    out = SweepReport(sweep, results, paths)
+    (sweep.out / "report.md").write_text(out.markdown() + "\n")
+    return out
+
+
+def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
+    """{rule: its Optuna study} (read only); a sweep never run is an error naming the command."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -758,11 +768,7 @@ def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> Sw
             studies[rule] = optuna.load_study(study_name=sweep.study_name(rule), storage=opened)
         except KeyError:
             raise BiotpError(missing) from None
-    results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
-    paths = _figures(sweep, studies, results) if figures else []
-    out = SweepReport(sweep, results, paths)
-    (sweep.out / "report.md").write_text(out.markdown() + "\n")
-    return out
+    return studies
 
 
 def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> list[Path]:
