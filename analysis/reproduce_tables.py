@@ -74,7 +74,7 @@ def _pct(x: float) -> str:
 
 
 def epochs(run, row, runs) -> str:
-    return str(len(run.metrics["epoch"]))
+    return str(int(run.metrics["epoch"][-1]))
 
 
 def test_error(run, row, runs) -> str:
