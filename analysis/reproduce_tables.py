@@ -74,7 +74,7 @@ def _pct(x: float) -> str:
 
 
 def epochs(run, row, runs) -> str:
-    return str(len(run.metrics["epoch"]))
+    return str(int(run.metrics["epoch"][-1]))
 
 
 def test_error(run, row, runs) -> str:
@@ -330,6 +330,116 @@ SEEDS = {
 }
 
 
+# ------------------------------------------------------------- reproduction over seeds
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """One row of the papers' MNIST tables trained over seeds at the paper's length: by a sweep
+    file (its best configuration of `rule`) or, where no sweep ran it, by run files (globs
+    under the runs directory).  `at` is the paper's measure: the test error at the epoch of
+    best validation error ("best_val") or at the end ("final")."""
+
+    source: str
+    network: str
+    method: str
+    paper: float  # test error %, as the paper prints it (or 100 - its accuracy)
+    at: str
+    sweep: str = ""
+    rule: str = ""
+    runs: tuple[str, ...] = ()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = "analysis/sweeps"
+REPRODUCTIONS = [
+    Reproduction("002 §3.3.1", "784-7×240-10 tanh", "DTP", 1.94, "best_val", f"{SWEEPS}/dtp_mnist_7x240_searched_dtp.yaml", "dtp"),
+    Reproduction("002 §3.3.1", "784-7×240-10 tanh", "BP", 1.86, "best_val", f"{SWEEPS}/dtp_mnist_7x240_searched_bp.yaml", "bp"),
+    Reproduction("002 Table 3.1", "stochastic binary 784-200-200-10", "DTP", 1.54, "best_val",
+                 f"{SWEEPS}/dtp_mnist_stochastic_seeds.yaml", "dtp"),
+    Reproduction("002 Table 3.1", "stochastic binary 784-200-200-10", "BP, straight-through", 1.71, "best_val",
+                 f"{SWEEPS}/dtp_mnist_stochastic_seeds.yaml", "bp"),
+    *(Reproduction("004 Table 1a", "5 × FC 256 tanh", method, paper, "final", f"{SWEEPS}/bartunov_mnist_fc_searched.yaml", rule)
+      for method, rule, paper in [("DTP, alternating", "dtp", 1.83), ("SDTP, alternating", "sdtp", 2.28),
+                                  ("AO-SDTP, alternating", "ao_sdtp", 1.86), ("FA", "fa", 1.85), ("DFA", "dfa", 2.75),
+                                  ("BP", "bp", 1.48)]),
+    Reproduction("000 Table 1", "784-500-500-10 sigmoid, 30 epochs", "GTP", 1.77, "final",
+                 runs=("gtp_study/first_sigmoid.h5", "gtp_study/first_sigmoid_seed*.h5")),
+    Reproduction("003 Table 1", "LeNet", "TJML-DTP", 0.7, "final", f"{SWEEPS}/tjml_lenet_mnist_searched.yaml", "tjml"),
+    Reproduction("003 Table 1", "LeNet", "BP", 0.7, "final", f"{SWEEPS}/tjml_lenet_mnist_searched.yaml", "bp"),
+]
+MIN_SEEDS = 3
+
+
+def verdict(paper: float, errors: list[float]) -> str:
+    """Reproduced when our mean is at or below the paper's error, or the paper's error lies
+    within our mean ± 2 sample s.d. (errors in %)."""
+    if len(errors) < MIN_SEEDS:
+        return f"open: {len(errors)} of at least {MIN_SEEDS} seeds"
+    mean, std = float(np.mean(errors)), float(np.std(errors, ddof=1))
+    if mean <= paper:
+        return "yes: at or below the paper"
+    if mean - 2 * std <= paper:
+        return "yes: the paper within mean ± 2 s.d."
+    return f"no: the paper lies {(mean - paper) / std:.1f} s.d. below our mean" if std > 0 else "no"
+
+
+def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[float], str, str]:
+    """(final test errors %, test errors % at best val, length, where) of the row's seeds, or
+    empty lists and why ("where" is the sweep file or the run files)."""
+    if row.sweep:
+        from biotp.sweep import best_of, load_studies, load_sweep
+
+        path = ROOT / row.sweep
+        if not path.exists():
+            return [], [], "–", "not run (no sweep file yet)"
+        sweep = load_sweep(path, out=runs_dir / "sweeps" / path.stem)
+        length = f"{sweep.spec.epochs}"
+        try:
+            study = load_studies(sweep)[row.rule]
+        except BiotpError:
+            return [], [], length, "not run"
+        result = best_of(sweep, row.rule, study)
+        if result.config is None:
+            done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
+            return [], [], length, f"running: {done} of {len(sweep.spec.seeds)} seeds complete"
+        return ([100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length,
+                f"{len(result.runs)} seeds")
+    files = sorted({p for pattern in row.runs for p in runs_dir.glob(pattern)})
+    final, best, lengths = [], [], set()
+    for path in files:
+        m = open_run(path).metrics
+        val = np.asarray(m["val_error"], dtype=float)
+        final.append(100 * float(m["test_error"][-1]))
+        best.append(100 * float(m["test_error"][int(np.nanargmin(val))]))
+        lengths.add(len(val))
+    return final, best, "/".join(map(str, sorted(lengths))) or "–", f"{len(files)} seeds" if files else "not run"
+
+
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "–"
+    return f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
+
+
+def render_reproductions(runs_dir: str | Path = "runs") -> str:
+    """The reproduction table: each row's paper number beside our mean ± sample s.d. over seeds."""
+    runs_dir = Path(runs_dir)
+    lines = ["| paper | network | method | paper: test error % | measure | epochs | test error % (mean ± s.d.) "
+             "| final test error % | seeds | reproduced? | sweep file or runs |",
+             "|---|---|---|---:|---|---:|---:|---:|---|---|---|"]
+    for row in REPRODUCTIONS:
+        final, best, length, where = _seeds_of(row, runs_dir)
+        measured = best if row.at == "best_val" else final
+        source = f"`{row.sweep}`" if row.sweep else ", ".join(f"`{runs_dir / r}`" for r in row.runs)
+        measure = "at best val" if row.at == "best_val" else "final"
+        lines.append(f"| {row.source} | {row.network} | {row.method} | {row.paper:.2f} | {measure} | {length} "
+                     f"| {_pm(measured)} | {_pm(final)} | {where} | {verdict(row.paper, measured)} | {source} |")
+    lines += ["", f"mean ± sample s.d. over seeds; \"reproduced\": our mean at or below the paper's error, or "
+                  f"the paper's error within our mean ± 2 s.d. (at least {MIN_SEEDS} seeds)."]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------- rendering
 
 
@@ -419,8 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs_dir", nargs="?", default="runs", help="directory of run files (default runs)")
     p.add_argument("--seed", help=f"comma-separated seeds, some of {','.join(SEEDS)} (default all)")
     p.add_argument("--found", action="store_true", help="only rows that have a run file")
+    p.add_argument("--seeds-table", action="store_true",
+                   help="instead: the rows trained over seeds (sweeps under RUNS_DIR/sweeps), mean ± s.d. "
+                        "beside the paper, and whether each is reproduced")
     args = p.parse_args(argv)
     try:
+        if args.seeds_table:
+            print(render_reproductions(args.runs_dir))
+            return 0
         print(render(args.runs_dir, args.seed.split(",") if args.seed else None, args.found))
     except BiotpError as err:
         print(f"reproduce_tables: error: {err}", file=sys.stderr)

@@ -154,6 +154,10 @@ class ScheduleSpec(Spec):
     epochs: PositiveInt = 5
     feedback_training: Literal["parallel", "alternating"] = "parallel"
     feedback_warmup_epochs: NonNegativeInt = 0
+    eval_every: PositiveInt = Field(
+        1, description="evaluate (and record a metrics row) every this many epochs and at the last; the "
+                       "checkpoint is still written every epoch (for nets whose evaluation costs more than "
+                       "training, e.g. M = 100 samples per example)")
 
 
 class Circuit(Spec):

@@ -63,7 +63,7 @@ def summary_table(algorithms: list[str], runs: dict[str, dict[str, np.ndarray]])
         val = np.asarray(m.get("val_error", []), dtype=float)
         best = int(np.nanargmin(val)) if np.isfinite(val).any() else None
         rows.append({
-            "epochs": len(m["epoch"]),
+            "epochs": int(m["epoch"][-1]),
             "final_test_error": float(m["test_error"][-1]),
             "best_val_test_error": float(m["test_error"][best]) if best is not None else math.nan,
             "seconds_per_epoch": float(np.median(m["seconds"])),
@@ -194,7 +194,7 @@ def compare(
         rule = rules[alg]
         partial = _partial_path(out, alg)
         kwargs = dict(data_dir=data_dir, device=device, track_angles=track_angles, progress=progress, command=command)
-        if alg in done and len(done[alg]["metrics"]["epoch"]) >= total:
+        if alg in done and done[alg]["metrics"]["epoch"][-1] >= total:
             if progress:
                 print(f"{alg}: complete in {out}, skipped")
             continue

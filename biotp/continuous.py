@@ -102,15 +102,16 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
         t0 = time.perf_counter()
         stats = _epoch(eng, model, circuit, data["train"], epoch, progress, ref)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_output),
-               "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
-        if ref is not None:
-            row.update(ref.columns(lambda p: settled_error(model, p, loss, *data["test"]), model.L))
-        for k, v in row.items():
-            metrics[k].append(v)
-        if progress:
-            print(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val error {100 * row['val_error']:.2f}%  "
-                  f"test error {100 * row['test_error']:.2f}%  ({row['examples_per_s']:.0f} examples/s)", flush=True)
+        if epoch % circuit.schedule.eval_every == 0 or epoch == total:  # else only the checkpoint is written
+            row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_output),
+                   "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
+            if ref is not None:
+                row.update(ref.columns(lambda p: settled_error(model, p, loss, *data["test"]), model.L))
+            for k, v in row.items():
+                metrics[k].append(v)
+            if progress:
+                print(f"epoch {epoch}: train loss {row['train_loss']:.4f}  val error {100 * row['val_error']:.2f}%  "
+                      f"test error {100 * row['test_error']:.2f}%  ({row['examples_per_s']:.0f} examples/s)", flush=True)
         if out is not None:
             tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()},
                     "checkpoint": _state(eng, epoch, ref)}

@@ -396,14 +396,19 @@ def run_trial(task: TrialTask) -> dict:
             done = open_run(run).metrics
             for i in range(len(done.get("epoch", []))):
                 report({k: v[i] for k, v in done.items()})
-            resume = run if len(done.get("epoch", [])) < task.circuit.schedule.epochs else None
+            resume = run if _last_epoch(open_run(run)) < task.circuit.schedule.epochs else None
         if resume is not None or not run.exists():
             train(None if resume else task.circuit, out=run, resume=resume, data_dir=task.data_dir,
                   device="cpu", progress=False, command=task.command, log=report)
     except _Stop as stop:
         return {"state": stop.state}
     metrics = open_run(run).metrics
-    return {"state": "complete", "value": task.objective.value(metrics), "epochs": len(metrics["epoch"])}
+    return {"state": "complete", "value": task.objective.value(metrics), "epochs": int(metrics["epoch"][-1])}
+
+
+def _last_epoch(run) -> int:
+    """The epoch of the run file's checkpoint (an epoch without evaluation has no metrics row)."""
+    return int(np.asarray(run.checkpoint["epoch"])) if "checkpoint" in run.groups else 0
 
 
 def _dask_threads(threads_per_host: dict) -> int:
@@ -638,10 +643,12 @@ def local_cores() -> int:
 
 
 def run_sweep(sweep: Sweep, *, workers: int | None = None, dask: str | None = None, storage: str | None = None,
-              data_dir=None, executor: concurrent.futures.Executor | None = None, log=print) -> None:
+              data_dir=None, executor: concurrent.futures.Executor | None = None, threads: int | None = None,
+              log=print) -> None:
     """Run (or resume) every trial of `sweep`: in `workers` local processes (default one per
-    core, each with cores/workers torch threads), or on the Dask cluster at `dask`.  An
-    `executor` of local processes (e.g. shared by several sweeps) gets `workers` trials at a time."""
+    core, each with `threads` torch threads, default cores/workers), or on the Dask cluster at
+    `dask`.  An `executor` of local processes (e.g. shared by several sweeps) gets `workers`
+    trials at a time."""
     sweep.out.mkdir(parents=True, exist_ok=True)
     with _Lock(sweep.out):
         driver = Driver(sweep, storage=storage, data_dir=data_dir, log=log)
@@ -662,7 +669,7 @@ def run_sweep(sweep: Sweep, *, workers: int | None = None, dask: str | None = No
         import multiprocessing
 
         workers = workers or local_cores()
-        threads = max(1, local_cores() // workers)
+        threads = threads or max(1, local_cores() // workers)
         if executor is not None:
             driver.run(executor, slots=workers, threads=threads)
             return
@@ -745,6 +752,16 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
     """Best configuration per rule, errors over seeds, and figures in the sweep directory."""
+    studies = load_studies(sweep, storage)
+    results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
+    paths = _figures(sweep, studies, results) if figures else []
+    out = SweepReport(sweep, results, paths)
+    (sweep.out / "report.md").write_text(out.markdown() + "\n")
+    return out
+
+
+def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
+    """{rule: its Optuna study} (read only); a sweep never run is an error naming the command."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -758,11 +775,7 @@ def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> Sw
             studies[rule] = optuna.load_study(study_name=sweep.study_name(rule), storage=opened)
         except KeyError:
             raise BiotpError(missing) from None
-    results = {rule: best_of(sweep, rule, study) for rule, study in studies.items()}
-    paths = _figures(sweep, studies, results) if figures else []
-    out = SweepReport(sweep, results, paths)
-    (sweep.out / "report.md").write_text(out.markdown() + "\n")
-    return out
+    return studies
 
 
 def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> list[Path]:

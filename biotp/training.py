@@ -185,10 +185,16 @@ class Session:
         return "settings involved: " + ", ".join(f"{k} = {v:g}" for k, v in keys.items()) + " (lower them)"
 
     # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Loss and error on the whole training set, error on validation and test; an
-        auto-encoder reports reconstruction MSE (`<split>_mse`) and nan errors."""
+        auto-encoder reports reconstruction MSE (`<split>_mse`) and nan errors.  The random
+        numbers a stochastic network draws here are returned to the generator, so training
+        goes on the same whether or not an epoch was evaluated (`schedule.eval_every`)."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self._evaluate()
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
         self.rule.eval()
         ae = self.circuit.autoencoder is not None
         row = {}
@@ -350,17 +356,19 @@ def train(
             kept = f"; the run file {out} keeps the last good checkpoint (epoch {epoch - 1})" if out and epoch > 1 else ""
             raise DivergenceError(f"{err}{kept}") from None
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, **session.evaluate(), "seconds": seconds}
-        if track_angles:
-            row.update(session.angles())
-        if track_jml:
-            row.update(session.jmls())
-        for k, v in row.items():
-            metrics[k].append(v)
-        score = "mse" if "val_mse" in row else "error"  # auto-encoders: reconstruction error
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row[f'val_{score}']:.4f}", test=f"{row[f'test_{score}']:.4f}")
-        if log is not None:
-            log(row)
+        if epoch % circuit.schedule.eval_every == 0 or epoch == total:  # else only the checkpoint is written
+            row = {"epoch": epoch, **session.evaluate(), "seconds": seconds}
+            if track_angles:
+                row.update(session.angles())
+            if track_jml:
+                row.update(session.jmls())
+            for k, v in row.items():
+                metrics[k].append(v)
+            score = "mse" if "val_mse" in row else "error"  # auto-encoders: reconstruction error
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val=f"{row[f'val_{score}']:.4f}",
+                            test=f"{row[f'test_{score}']:.4f}")
+            if log is not None:
+                log(row)
         if out is not None:
             tree = {"metrics": {k: np.asarray(v, dtype=float) for k, v in metrics.items()}, "checkpoint": session.state(epoch)}
             write_run(out, attrs, tree)

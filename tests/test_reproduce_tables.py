@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -89,3 +90,39 @@ def test_paper_numbers_are_in_the_seed_texts(tables):
                             assert mantissa in source and f"10^{{-{int(exponent)}}}" in source, (seed, number)
                         else:
                             assert number in source, (seed, table.title, row.labels, number)
+
+
+def test_verdict_against_two_standard_deviations(tables):
+    errors = [1.0, 1.2, 1.4]  # mean 1.2, sample s.d. 0.2
+    assert tables.verdict(1.3, errors) == "yes: at or below the paper"
+    assert tables.verdict(0.85, errors) == "yes: the paper within mean ± 2 s.d."
+    assert tables.verdict(0.7, errors) == "no: the paper lies 2.5 s.d. below our mean"
+    assert tables.verdict(5.0, [1.0, 1.2]).startswith("open: 2 of at least 3 seeds")
+
+
+def test_seeds_table_reads_a_sweep(tables, tmp_path, monkeypatch):
+    """A row trained by a sweep over three seeds: our mean ± s.d. read from the run files here
+    (h5py), and a row whose sweep has not run says so."""
+    from biotp.sweep import load_sweep, run_sweep
+
+    spec = {"circuit": str(ROOT / "circuits" / "mlp.yaml"), "rules": ["bp"], "seeds": [0, 1, 2], "epochs": 1,
+            "limit": 200, "search": {"sampler": "grid", "pruner": {"name": "none"},
+                                     "space": {"optimizer.lr": {"categorical": [0.01]}}}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(__import__("yaml").safe_dump(spec))
+    runs = tmp_path / "runs"
+    run_sweep(load_sweep(path, out=runs / "sweeps" / "tiny"), workers=1, log=lambda *_: None)
+    finals = []
+    for f in sorted((runs / "sweeps" / "tiny" / "bp").glob("trial-*.h5")):
+        with h5py.File(f, "r") as h:
+            finals.append(100 * float(h["metrics/test_error"][-1]))
+    assert len(finals) == 3
+    rows = [tables.Reproduction("t", "net", "BP", 0.5, "final", str(path), "bp"),
+            tables.Reproduction("t", "net", "DTP", 0.5, "final", str(tmp_path / "none.yaml"), "dtp")]
+    monkeypatch.setattr(tables, "REPRODUCTIONS", rows)
+    text = tables.render_reproductions(runs)
+    cells = _row(text, "| t | net | BP |")
+    mean, sd = np.mean(finals), np.std(finals, ddof=1)
+    assert cells[6] == cells[7] == f"{mean:.2f} ± {sd:.2f}"
+    assert cells[5] == "1" and cells[8] == "3 seeds" and cells[9] == tables.verdict(0.5, finals)
+    assert _row(text, "| t | net | DTP |")[8] == "not run (no sweep file yet)"

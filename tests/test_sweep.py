@@ -304,3 +304,20 @@ def test_every_shipped_sweep_file_loads():
     for path in paths:
         sweep = load_sweep(path)
         assert sweep.spec.rules and all(rule in sweep.spaces for rule in sweep.spec.rules), path
+
+
+def test_threads_per_worker_reach_every_trial(tmp_path, pool):
+    """`--threads` sets each trial's torch threads (default: the cores shared by the workers)."""
+    seen = []
+
+    class Recording(concurrent.futures.Executor):
+        def submit(self, fn, task, *args):
+            seen.append(task.threads)
+            return pool.submit(fn, task, *args)
+
+    sweep = load_sweep(write_sweep(tmp_path, "t", {"sampler": "grid", "pruner": {"name": "none"},
+                                                   "space": {"optimizer.lr": {"categorical": [0.01]}}}), out=tmp_path / "t")
+    run_sweep(sweep, workers=2, executor=Recording(), threads=3, log=lambda line: None)
+    assert seen == [3, 3]
+    with pytest.raises(SystemExit):
+        main(["sweep", str(tmp_path / "t.yaml"), "--threads", "0"])

@@ -269,3 +269,29 @@ def test_to_device_moves_only_what_is_elsewhere():
     t = torch.arange(6.0)
     assert to_device(t, cpu) is t and host(t, cpu) is t  # nothing to copy or pin on the CPU
     assert fits(cpu, 10**15)  # the CPU holds whatever was loaded
+
+
+def test_eval_every_records_the_evaluated_epochs_only_and_resumes_between(tmp_path, circuit):
+    """`schedule.eval_every: 2` over 5 epochs: rows at epochs 2, 4 and the last, equal to those
+    of an every-epoch run (a deterministic net: evaluation draws no random numbers); a run
+    killed after epoch 3 (its checkpoint written, no row) resumes to the uninterrupted run."""
+    every = train(circuit.with_algorithm("dtp"), epochs=5, progress=False)
+    sparse = circuit.with_updates("schedule.eval_every=2").with_algorithm("dtp")
+    run = train(sparse, epochs=5, out=tmp_path / "whole.h5", progress=False)
+    assert list(run.metrics["epoch"]) == [2, 4, 5] and int(run.checkpoint["epoch"]) == 5
+    for k in ("train_loss", "val_error", "test_error"):
+        np.testing.assert_array_equal(run.metrics[k], every[k][[1, 3, 4]], err_msg=k)
+
+    def kill_at_4(row):
+        if row["epoch"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(sparse, epochs=5, out=tmp_path / "part.h5", progress=False, log=kill_at_4)
+    with h5py.File(tmp_path / "part.h5") as f:
+        assert list(f["metrics/epoch"]) == [2] and int(f["checkpoint/epoch"][()]) == 3
+    resumed = train(resume=tmp_path / "part.h5", progress=False)
+    assert list(resumed.metrics["epoch"]) == [2, 4, 5]
+    _same_metrics(run.metrics, resumed.metrics)
+    for key, value in run.checkpoint["model"].items():
+        np.testing.assert_array_equal(value, resumed.checkpoint["model"][key], err_msg=key)

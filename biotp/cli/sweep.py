@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..config.errors import BiotpError
-from .options import add_data_dir
+from .options import add_data_dir, count
 
 
 def add_parser(sub):
@@ -22,6 +22,9 @@ def add_parser(sub):
     p.add_argument("--report", action="store_true",
                    help="summarise instead of running: best configuration per rule, errors over seeds, figures")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
+    p.add_argument("--threads", type=count,
+                   help="torch threads per local worker (default: cores / workers; 1 when several sweeps "
+                        "share the cores, as idle threads of an oversubscribed process spin)")
     p.add_argument("--dask", metavar="ADDRESS", help="run trials on this Dask scheduler (dask.distributed)")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL (default: sqlite:///<out>/study.db)")
@@ -38,7 +41,7 @@ def run(args) -> int:
         raise BiotpError(f"--workers {args.workers}: expected at least 1")
     if not args.report:
         run_sweep(sweep, workers=args.workers, dask=args.dask, storage=args.storage, data_dir=args.data_dir,
-                  log=lambda line: print(line, flush=True))
+                  threads=args.threads, log=lambda line: print(line, flush=True))
     result = report(sweep, storage=args.storage)
     print(result.markdown())
     if args.report:
