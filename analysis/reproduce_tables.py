@@ -392,7 +392,7 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
     """(final test errors %, test errors % at best val, length, where) of the row's seeds, or
     empty lists and why ("where" is the sweep file or the run files)."""
     if row.sweep:
-        from biotp.sweep import best_of, load_studies, load_sweep
+        from biotp.sweep import CONFIG, RUN, best_of, load_studies, load_sweep
 
         path = ROOT / row.sweep
         if not path.exists():
@@ -404,20 +404,30 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
         except BiotpError:
             return [], [], length, "not run"
         result = best_of(sweep, row.rule, study)
-        if result.config is None:
-            done = sum(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False))
-            return [], [], length, f"running: {done} of {len(sweep.spec.seeds)} seeds complete"
-        return ([100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length,
-                f"{len(result.runs)} seeds")
+        if result.config is not None:
+            return ([100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length,
+                    f"{len(result.runs)} seeds")
+        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        where = f"running: {len(done)} of {len(sweep.spec.seeds)} seeds complete"
+        if len({t.user_attrs[CONFIG] for t in done}) != 1:  # no single configuration to speak for
+            return [], [], length, where
+        final, best, _ = _errors([Path(t.user_attrs[RUN]) for t in done])
+        return final, best, length, where
     files = sorted({p for pattern in row.runs for p in runs_dir.glob(pattern)})
+    final, best, lengths = _errors(files)
+    return final, best, "/".join(map(str, sorted(lengths))) or "–", f"{len(files)} seeds" if files else "not run"
+
+
+def _errors(files: list[Path]) -> tuple[list[float], list[float], set[int]]:
+    """(final test errors %, test errors % at the best validation epoch, run lengths) of run files."""
     final, best, lengths = [], [], set()
     for path in files:
         m = open_run(path).metrics
         val = np.asarray(m["val_error"], dtype=float)
         final.append(100 * float(m["test_error"][-1]))
         best.append(100 * float(m["test_error"][int(np.nanargmin(val))]))
-        lengths.add(len(val))
-    return final, best, "/".join(map(str, sorted(lengths))) or "–", f"{len(files)} seeds" if files else "not run"
+        lengths.add(int(m["epoch"][-1]))
+    return final, best, lengths
 
 
 def _pm(values: list[float]) -> str:
