@@ -19,6 +19,7 @@ transcribed from the seed texts (shared/seeds/*.txt), table by table.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from dataclasses import dataclass, field
@@ -392,17 +393,16 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
     """(final test errors %, test errors % at best val, length, where) of the row's seeds, or
     empty lists and why ("where" is the sweep file or the run files)."""
     if row.sweep:
-        from biotp.sweep import CONFIG, RUN, best_of, load_studies, load_sweep
+        from biotp.sweep import CONFIG, RUN, best_of
 
         path = ROOT / row.sweep
         if not path.exists():
             return [], [], "–", "not run (no sweep file yet)"
-        sweep = load_sweep(path, out=runs_dir / "sweeps" / path.stem)
+        sweep, studies, never_ran = _sweep(path, runs_dir / "sweeps" / path.stem)
         length = f"{sweep.spec.epochs}"
-        try:
-            study = load_studies(sweep)[row.rule]
-        except BiotpError:
+        if never_ran:
             return [], [], length, "not run"
+        study = studies[row.rule]
         result = best_of(sweep, row.rule, study)
         if result.config is not None:
             return ([100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length,
@@ -416,6 +416,19 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
     files = sorted({p for pattern in row.runs for p in runs_dir.glob(pattern)})
     final, best, lengths = _errors(files)
     return final, best, "/".join(map(str, sorted(lengths))) or "–", f"{len(files)} seeds" if files else "not run"
+
+
+@functools.lru_cache(maxsize=None)
+def _sweep(path: Path, out: Path):
+    """(the sweep, its studies by rule, or the error saying it never ran), read once however
+    many rows the sweep file serves."""
+    from biotp.sweep import load_studies, load_sweep
+
+    sweep = load_sweep(path, out=out)
+    try:
+        return sweep, load_studies(sweep), None
+    except BiotpError as err:
+        return sweep, {}, err
 
 
 def _errors(files: list[Path]) -> tuple[list[float], list[float], set[int]]:

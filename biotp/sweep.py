@@ -393,10 +393,11 @@ def run_trial(task: TrialTask) -> dict:
     run, resume = Path(task.run), None
     try:
         if run.exists():
-            done = open_run(run).metrics
+            previous = open_run(run)
+            done = previous.metrics
             for i in range(len(done.get("epoch", []))):
                 report({k: v[i] for k, v in done.items()})
-            resume = run if _last_epoch(open_run(run)) < task.circuit.schedule.epochs else None
+            resume = run if _last_epoch(previous) < task.circuit.schedule.epochs else None
         if resume is not None or not run.exists():
             train(None if resume else task.circuit, out=run, resume=resume, data_dir=task.data_dir,
                   device="cpu", progress=False, command=task.command, log=report)
