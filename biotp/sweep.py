@@ -441,13 +441,11 @@ class Driver:
         sweep.out.mkdir(parents=True, exist_ok=True)
         self.storage_url = storage or default_storage(sweep)
         self.storage = storage_for(self.storage_url)
-        search = sweep.spec.search
         self.studies = {}
-        for i, rule in enumerate(sweep.spec.rules):
-            sampler = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-                       "grid": optuna.samplers.RandomSampler}[search.sampler](seed=search.seed + i)
-            study = optuna.create_study(storage=self.storage, study_name=sweep.study_name(rule), sampler=sampler,
-                                        direction=sweep.spec.objective.direction, load_if_exists=True)
+        for rule in sweep.spec.rules:
+            study = optuna.create_study(storage=self.storage, study_name=sweep.study_name(rule),
+                                        sampler=self._sampler(rule, 0), direction=sweep.spec.objective.direction,
+                                        load_if_exists=True)
             _check_same_sweep(study, sweep)
             self.studies[rule] = _Study(rule, study, sweep.distributions(rule))
         self.mine: dict[int, Any] = {}  # trial id -> Trial run by this process
@@ -500,9 +498,21 @@ class Driver:
         if self.sweep.spec.search.sampler == "grid":
             params = next(p for p in self.sweep.grid(s.rule) if p not in configs.values())
             s.study.enqueue_trial(params)
+        s.study.sampler = self._sampler(s.rule, len(configs))
         trial = s.study.ask(s.distributions)
         self._set_up(s, trial, {CONFIG: trial.number, SEED: self.sweep.spec.seeds[0]})
         return trial
+
+    def _sampler(self, rule: str, config: int):
+        """The sampler that draws configuration `config` of `rule`, seeded by (search seed, rule,
+        configuration): a sweep stopped and run again draws what one uninterrupted run draws,
+        where one sampler per process would replay its first draws after every restart."""
+        import optuna
+
+        search = self.sweep.spec.search
+        seed = int(np.random.SeedSequence([search.seed, self.sweep.spec.rules.index(rule), config]).generate_state(1)[0])
+        return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                "grid": optuna.samplers.RandomSampler}[search.sampler](seed=seed)
 
     def _create(self, s: _Study, params: dict, attrs: dict):
         """A trial with fixed parameters: enqueued with its user attrs, then taken at once."""

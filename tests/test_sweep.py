@@ -188,6 +188,22 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path, pool)
         assert_same_metrics(t.user_attrs["run"], expected)
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_search_run_again_draws_new_configurations_the_same_as_one_run(tmp_path, pool, sampler):
+    # stopped after two configurations, then run again with four: the same four configurations as
+    # one uninterrupted run, all different (a sampler seeded once per process redrew the first two)
+    def configurations(name, budgets):
+        for trials in budgets:
+            search = {**RANDOM, "sampler": sampler, "trials": trials}
+            sweep = load_sweep(write_sweep(tmp_path, name, search, seeds=[0]), out=tmp_path / name)
+            run_sweep(sweep, workers=1, executor=pool, log=lambda line: None)
+        return [(t.params["optimizer.lr"], t.params["data.batch_size"]) for t in trials_of(sweep)]
+
+    resumed, whole = configurations("resumed", (2, 4)), configurations("whole", (4,))
+    assert resumed == whole
+    assert len({lr for lr, _ in whole}) == 4
+
+
 def test_pruning_stops_a_hopeless_trial(tmp_path, pool):
     # a grid runs in file order with one worker: two good learning rates, then an almost-zero one
     search = {"sampler": "grid", "pruner": {"name": "median", "startup_trials": 2},
