@@ -1,8 +1,10 @@
 """`biotp sweep`: hyperparameter searches over any circuit field, one Optuna study per rule.
 
 A sweep file names a circuit, the rules, the seeds, an epoch budget and a search space over
-circuit fields by key path (e.g. `optimizer.lr`).  A *configuration* is one point of the
-space; each configuration runs once per seed, and each (configuration, seed) is one Optuna
+circuit fields by key path (e.g. `optimizer.lr`), and per rule the fields it fixes (`fixed`;
+a sweep without `search` trains that one configuration per rule over its seeds, the
+second stage of a search: `biotp sweep SEARCH.yaml --report --best-to SEEDS.yaml` writes it).
+A *configuration* is one point of the space; each configuration runs once per seed, and each (configuration, seed) is one Optuna
 trial writing an ordinary `biotp train` run file, `<out>/<rule>/trial-<number>.h5` (the
 path is the trial's user attr `run`).  The first seed's trial leads: the other seeds run
 once it completes, so a pruned configuration costs one run, not one per seed.
@@ -24,6 +26,7 @@ import itertools
 import math
 import os
 import shlex
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -178,7 +181,10 @@ class SweepSpec(Spec):
     epochs: Count
     limit: Count | None = Field(None, description="data.limit: train/test examples used")
     objective: Objective = Objective()
-    search: Search
+    fixed: dict[str, dict[str, Choice]] = Field({}, description="per rule, circuit fields by key path set in "
+                                                 "every trial of the rule (e.g. a search's best configuration)")
+    search: Search | None = Field(None, description="default: none, one configuration per rule (the circuit "
+                                                    "with its `fixed` fields)")
     out: str | None = Field(None, description="output directory, relative to the working directory; "
                                                "default runs/sweeps/<name>")
 
@@ -186,6 +192,13 @@ class SweepSpec(Spec):
     @classmethod
     def _known_rules(cls, rules):
         return _check_rules(rules)
+
+    @model_validator(mode="after")
+    def _fixed_rules(self):
+        for rule in self.fixed:
+            if rule not in self.rules:
+                raise ValueError(f"fixed.{rule}: not among the sweep's rules {self.rules}")
+        return self
 
     @field_validator("seeds")
     @classmethod
@@ -209,11 +222,17 @@ class Sweep:
     circuits: dict[str, Circuit]  # rule -> circuit with the rule, budget and limit applied
     spaces: dict[str, dict[str, Param]]  # rule -> key path -> param
 
+    @property
+    def search(self) -> Search:
+        """The search; without one, a grid of the single configuration `fixed` makes."""
+        return self.spec.search or Search.model_construct(sampler="grid", trials=None, seed=0,
+                                                          pruner=Pruner(name="none"), space={})
+
     def study_name(self, rule: str) -> str:
         return f"{self.name}-{rule}"
 
     def distributions(self, rule: str) -> dict:
-        grid = self.spec.search.sampler == "grid"
+        grid = self.search.sampler == "grid"
         return {path: param.distribution(grid) for path, param in self.spaces[rule].items()}
 
     def grid(self, rule: str) -> list[dict]:
@@ -222,7 +241,7 @@ class Sweep:
         return [dict(zip(paths, values)) for values in itertools.product(*(self.spaces[rule][p].grid() for p in paths))]
 
     def configurations(self, rule: str) -> int:
-        return len(self.grid(rule)) if self.spec.search.sampler == "grid" else self.spec.search.trials
+        return len(self.grid(rule)) if self.search.sampler == "grid" else self.search.trials
 
     def trial_circuit(self, rule: str, params: dict, seed: int) -> Circuit:
         return configure(self.circuits[rule], {**params, "seed": seed})
@@ -297,8 +316,17 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     base = load_circuit(circuit_path)
     budget = {"schedule.epochs": spec.epochs, **({"data.limit": spec.limit} if spec.limit is not None else {})}
     circuits = {rule: configure(base.with_algorithm(rule), budget) for rule in spec.rules}
+    for rule, fields in spec.fixed.items():
+        for key, value in fields.items():
+            if not _has_field(circuits[rule], key):
+                raise ConfigError(f"{path}: fixed.{rule}.{key}: the circuit {circuit_path} has no field {key!r} "
+                                  f"under rule {rule!r}; expected a key path such as optimizer.lr")
+            try:
+                circuits[rule] = configure(circuits[rule], {key: value})
+            except ConfigError as err:
+                raise ConfigError(f"{path}: fixed.{rule}.{key}: value {value!r} does not fit: {err}") from None
     spaces: dict[str, dict[str, Param]] = {rule: {} for rule in spec.rules}
-    for key, param in spec.search.space.items():
+    for key, param in (spec.search.space if spec.search else {}).items():
         where = f"{path}: search.space.{key}"
         having = [rule for rule in spec.rules if _has_field(circuits[rule], key)]
         for rule in param.rules or []:
@@ -495,7 +523,7 @@ class Driver:
         configs = {t.user_attrs[CONFIG]: t.params for t in trials if RUN in t.user_attrs}
         if len(configs) >= self.sweep.configurations(s.rule):
             return None
-        if self.sweep.spec.search.sampler == "grid":
+        if self.sweep.search.sampler == "grid":
             params = next(p for p in self.sweep.grid(s.rule) if p not in configs.values())
             s.study.enqueue_trial(params)
         s.study.sampler = self._sampler(s.rule, len(configs))
@@ -509,7 +537,7 @@ class Driver:
         where one sampler per process would replay its first draws after every restart."""
         import optuna
 
-        search = self.sweep.spec.search
+        search = self.sweep.search
         seed = int(np.random.SeedSequence([search.seed, self.sweep.spec.rules.index(rule), config]).generate_state(1)[0])
         return {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                 "grid": optuna.samplers.RandomSampler}[search.sampler](seed=seed)
@@ -541,7 +569,7 @@ class Driver:
             storage=self.storage_url, study=s.study.study_name, trial_id=trial._trial_id,
             circuit=self.sweep.trial_circuit(s.rule, params, seed), run=attrs[RUN],
             command=self.sweep.train_command(s.rule, params, seed, Path(attrs[RUN])),
-            objective=self.sweep.spec.objective, pruner=self.sweep.spec.search.pruning(),
+            objective=self.sweep.spec.objective, pruner=self.sweep.search.pruning(),
             threads=threads, threads_per_host=threads_per_host,
             data_dir=None if self.data_dir is None else str(self.data_dir))
 
@@ -591,15 +619,16 @@ def _check_same_sweep(study, sweep: Sweep) -> None:
     """A study continues only the sweep that made it: trials of another space, budget or
     objective would be mixed into one ranking.  Only `search.trials` may grow."""
     made = study.user_attrs.get("sweep")
-    spec = sweep.spec.model_dump(mode="json", exclude={"name", "out"})
-    spec["search"].pop("trials")
+    spec = sweep.spec.model_dump(mode="json", exclude={"name", "out"} | ({"fixed"} if not sweep.spec.fixed else set()))
+    if spec["search"] is not None:
+        spec["search"].pop("trials")
     if made is None:
         study.set_user_attr("sweep", spec)
         study.set_user_attr("out", str(sweep.out.resolve()))
         return
     changed = [k for k in sorted(set(made) | set(spec)) if made.get(k) != spec.get(k)]
-    changed += [f"search.{k}" for k in sorted(set(made.get("search", {})) | set(spec["search"]))
-                if made.get("search", {}).get(k) != spec["search"].get(k)]
+    made_search, search = made.get("search") or {}, spec["search"] or {}
+    changed += [f"search.{k}" for k in sorted(set(made_search) | set(search)) if made_search.get(k) != search.get(k)]
     if changed:
         raise ConfigError(f"{sweep.source}: the study {study.study_name!r} in {study.user_attrs.get('out')} was made "
                           f"by a sweep with other {', '.join(c for c in changed if c != 'search')}; only search.trials "
@@ -758,7 +787,8 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
         m = open_run(run).metrics
         finals.append(float(m["test_error"][-1]))
         at_best.append(float(m["test_error"][int(np.nanargmin(m["val_error"]))]))
-    return RuleResult(rule, config, dict(trials[0].params), runs, [t.value for t in trials], finals, at_best)
+    params = {**sweep.spec.fixed.get(rule, {}), **trials[0].params}
+    return RuleResult(rule, config, params, runs, [t.value for t in trials], finals, at_best)
 
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
@@ -769,6 +799,38 @@ def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> Sw
     out = SweepReport(sweep, results, paths)
     (sweep.out / "report.md").write_text(out.markdown() + "\n")
     return out
+
+
+def write_best(sweep: Sweep, result: SweepReport, path: str | Path, seeds: list[int], epochs: int | None = None) -> Path:
+    """Write the sweep that trains each rule's best configuration of `result` (with the fields
+    the search fixed) over `seeds` for `epochs` (default: the circuit's own), on all the data:
+    the second stage of a search.  Values are written exactly; an existing file is kept."""
+    path = Path(path)
+    if path.exists():
+        raise BiotpError(f"--best-to {path}: the file exists; remove it or choose another path")
+    unfinished = [r.rule for r in result.results.values() if r.config is None]
+    if unfinished:
+        raise BiotpError(f"{sweep.source}: no configuration of {', '.join(unfinished)} has completed all its seeds; "
+                         f"run `biotp sweep {sweep.source}` until one has")
+    circuit = Path(sweep.source).parent / sweep.spec.circuit
+    epochs = epochs or load_circuit(circuit).schedule.epochs
+    objective = sweep.spec.objective
+    best = ", ".join(f"{r.rule} {objective.metric} {np.mean(r.objective):.4g}" for r in result.results.values())
+    header = [*textwrap.wrap(f"The best configuration per rule of {sweep.source} ({objective.metric} at its "
+                             f"{objective.at} epoch over seeds {sweep.spec.seeds}, epochs: {sweep.spec.epochs}; {best}), "
+                             f"trained over seeds {seeds} for {epochs} epochs on all the data.  Written by", 96),
+              f"  biotp sweep {sweep.source} --report --best-to {path}",
+              f"Run it (again to resume): biotp sweep {path} --data-dir DATA;  summarise: biotp sweep {path} --report"]
+    spec = {"circuit": os.path.relpath(circuit.resolve(), path.resolve().parent), "rules": list(result.results),
+            "seeds": list(seeds), "epochs": epochs, "objective": objective.model_dump(mode="json"),
+            "fixed": {r.rule: r.params for r in result.results.values() if r.params}}
+    text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(spec, sort_keys=False, width=120, default_flow_style=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+    load_sweep(path)  # what was written reads back
+    return path
 
 
 def load_studies(sweep: Sweep, storage: str | None = None) -> dict:

@@ -48,7 +48,8 @@ def reference(rule: str, params: dict, seed: int, epochs: int, limit: int = 200)
     one torch thread each of two workers gets on two cores (sums are ordered by thread count)."""
     import torch
 
-    sets = [f"{k}={v!r}" for k, v in params.items()] + [f"seed={seed}", f"schedule.epochs={epochs}", f"data.limit={limit}"]
+    sets = [f"{k}={v!r}" for k, v in params.items()] + [f"seed={seed}", f"schedule.epochs={epochs}"]
+    sets += [] if limit is None else [f"data.limit={limit}"]
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))
     try:
@@ -260,9 +261,15 @@ def _with(path: str, value):
     (_with("seeds", [0, True]), ["seeds.1: expected a number, not a boolean; got True"]),
     (_with("search/space/optimizer.eps", {"categorical": [1.0e-6, 1.0e-6]}),
      ["search.space.optimizer.eps: categorical values repeat; expected distinct values, got [1e-06, 1e-06]"]),
+    (_with("fixed", {"fa": {"optimizer.lr": 0.01}}), ["fixed.fa: not among the sweep's rules ['dtp', 'bp']"]),
+    (_with("fixed", {"bp": {"algorithm.eta_hat": 0.1}}),
+     ["fixed.bp.algorithm.eta_hat: the circuit", "has no field 'algorithm.eta_hat' under rule 'bp'"]),
+    (_with("fixed", {"dtp": {"optimizer.lr": -1.0}}),
+     ["fixed.dtp.optimizer.lr: value -1.0 does not fit", "optimizer.lr: Input should be greater than 0"]),
 ], ids=["unknown-key", "unknown-param-key", "missing-field", "inverted", "empty", "bool-epochs", "bool-bound",
         "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range",
-        "grid-trials", "bool-seed", "repeated-categorical"])
+        "grid-trials", "bool-seed", "repeated-categorical", "fixed-unknown-rule", "fixed-missing-field",
+        "fixed-value-unfit"])
 def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -272,6 +279,28 @@ def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
     assert message.startswith(f"{path}: ")
     for part in expected:
         assert part in message
+
+
+def test_best_to_writes_the_second_stage_a_sweep_of_each_rules_best_configuration(local_sweeps, tmp_path, pool):
+    search = local_sweeps["random"]
+    # the best configuration, from the study alone: the lowest mean objective over both seeds
+    by_config: dict = {}
+    for t in completed(trials_of(search)):
+        by_config.setdefault(t.user_attrs["config"], []).append(t)
+    best = min(by_config.values(), key=lambda ts: np.mean([t.value for t in ts]))[0].params
+    path = tmp_path / "stage2" / "seeds.yaml"
+    assert main(["sweep", search.source, "--out", str(search.out), "--report", "--best-to", str(path),
+                 "--seeds", "3,4", "--epochs", "2"]) == 0
+    seeds = load_sweep(path, out=tmp_path / "out")
+    assert seeds.spec.search is None and seeds.spec.seeds == [3, 4] and seeds.spec.epochs == 2
+    assert seeds.spec.fixed == {"bp": best}  # exactly, not rounded
+    assert seeds.spec.limit is None  # all the data: the search's limit was its budget
+    run_sweep(seeds, workers=2, executor=pool, log=lambda line: None)
+    done = completed(trials_of(seeds))
+    assert sorted(t.user_attrs["seed"] for t in done) == [3, 4]
+    for t in done:  # each trial is the best configuration trained as `biotp train --set` would
+        assert_same_metrics(t.user_attrs["run"], reference("bp", best, t.user_attrs["seed"], epochs=2, limit=None))
+    assert main(["sweep", search.source, "--out", str(search.out), "--report", "--best-to", str(path)]) == 2  # kept
 
 
 def test_cli_reports_a_bad_sweep_in_one_line(tmp_path, capsys):

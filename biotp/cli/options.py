@@ -17,6 +17,17 @@ def count(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """An argparse type: distinct seeds, comma-separated (0,1,2), each a whole number ≥ 0."""
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seeds separated by commas, e.g. 0,1,2") from None
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"{text}: expected distinct seeds ≥ 0")
+    return seeds
+
+
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="dataset directory (default: $BIOTP_DATA or ~/.biotp/data)")
 

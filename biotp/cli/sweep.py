@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..config.errors import BiotpError
-from .options import add_data_dir, count
+from .options import add_data_dir, count, seed_list
 
 
 def add_parser(sub):
@@ -21,6 +21,11 @@ def add_parser(sub):
     p.add_argument("sweep", help="sweep YAML file")
     p.add_argument("--report", action="store_true",
                    help="summarise instead of running: best configuration per rule, errors over seeds, figures")
+    p.add_argument("--best-to", metavar="FILE",
+                   help="with --report: write FILE, a sweep training each rule's best configuration over --seeds "
+                        "for --epochs on all the data (the second stage of a search)")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of --best-to (default: 0,1,2)")
+    p.add_argument("--epochs", type=count, help="epochs of --best-to (default: the circuit's schedule.epochs)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     p.add_argument("--threads", type=count,
                    help="torch threads per local worker (default: cores / workers; 1 when several sweeps "
@@ -34,9 +39,11 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..sweep import load_sweep, report, run_sweep
+    from ..sweep import load_sweep, report, run_sweep, write_best
 
     sweep = load_sweep(args.sweep, out=args.out)
+    if args.best_to and not args.report:
+        raise BiotpError("--best-to: expected with --report (the best configurations come from the finished search)")
     if args.workers is not None and args.workers < 1:
         raise BiotpError(f"--workers {args.workers}: expected at least 1")
     if not args.report:
@@ -46,4 +53,6 @@ def run(args) -> int:
     print(result.markdown())
     if args.report:
         print("\nfigures: " + ", ".join(str(p) for p in result.figures), file=sys.stderr)
+    if args.best_to:
+        print(f"wrote {write_best(sweep, result, args.best_to, args.seeds, args.epochs)}", file=sys.stderr)
     return 0
