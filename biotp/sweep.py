@@ -819,8 +819,9 @@ def write_best(sweep: Sweep, result: SweepReport, path: str | Path, seeds: list[
     header = [*textwrap.wrap(f"The best configuration per rule of {sweep.source} ({objective.metric} at its "
                              f"{objective.at} epoch over seeds {sweep.spec.seeds}, epochs: {sweep.spec.epochs}; {best}), "
                              f"trained over seeds {seeds} for {epochs} epochs on all the data.  Written by", 96),
-              f"  biotp sweep {sweep.source} --report --best-to {path}",
-              f"Run it (again to resume): biotp sweep {path} --data-dir DATA;  summarise: biotp sweep {path} --report"]
+              f"  biotp sweep {sweep.source} --report --best-to {path} --seeds {','.join(map(str, seeds))} "
+              f"--epochs {epochs}", "Run it (again to resume), and summarise it:",
+              f"  biotp sweep {path} --data-dir DATA", f"  biotp sweep {path} --report"]
     spec = {"circuit": os.path.relpath(circuit.resolve(), path.resolve().parent), "rules": list(result.results),
             "seeds": list(seeds), "epochs": epochs, "objective": objective.model_dump(mode="json"),
             "fixed": {r.rule: r.params for r in result.results.values() if r.params}}
