@@ -158,6 +158,10 @@ class ScheduleSpec(Spec):
         1, description="evaluate (and record a metrics row) every this many epochs and at the last; the "
                        "checkpoint is still written every epoch (for nets whose evaluation costs more than "
                        "training, e.g. M = 100 samples per example)")
+    eval_train: Bool = Field(
+        True, description="evaluate the whole training set too (train_loss, train_error); false records them "
+                          "as NaN and evaluates validation and test only (a stochastic net's M = 100 samples "
+                          "per example over 50 000 training examples cost more than its training epochs)")
 
 
 class Circuit(Spec):

@@ -103,7 +103,8 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
         stats = _epoch(eng, model, circuit, data["train"], epoch, progress, ref)
         seconds = time.perf_counter() - t0
         if epoch % circuit.schedule.eval_every == 0 or epoch == total:  # else only the checkpoint is written
-            row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, data, settled_output),
+            evaluated = {k: v for k, v in data.items() if k != "train" or circuit.schedule.eval_train}
+            row = {"epoch": epoch, **_evaluate(model, eng.parameters(), loss, evaluated, settled_output),
                    "seconds": seconds, "examples_per_s": len(data["train"][0]) / seconds, **stats}
             if ref is not None:
                 row.update(ref.columns(lambda p: settled_error(model, p, loss, *data["test"]), model.L))
@@ -152,8 +153,8 @@ def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=
 @torch.no_grad()
 def _evaluate(model, params: Parameters, loss, data: dict, settled_output) -> dict:
     """Loss and error on the training set, error on validation and test, of the settled
-    forward pass (the forward phase's fixed point)."""
-    row = {}
+    forward pass (the forward phase's fixed point); NaN for a split not in `data`."""
+    row = {"train_loss": float("nan"), **{f"{split}_error": float("nan") for split in ("train", "val", "test")}}
     for split, (x, y) in data.items():
         if len(x) == 0:
             row[f"{split}_error"] = float("nan")

@@ -325,6 +325,11 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
                 circuits[rule] = configure(circuits[rule], {key: value})
             except ConfigError as err:
                 raise ConfigError(f"{path}: fixed.{rule}.{key}: value {value!r} does not fit: {err}") from None
+    for rule, circuit in circuits.items():
+        if spec.objective.metric.startswith("train") and not circuit.schedule.eval_train:
+            raise ConfigError(f"{path}: objective.metric: {spec.objective.metric} is not recorded: the circuit "
+                              f"{circuit_path} has schedule.eval_train: false (rule {rule!r}); expected val_error, "
+                              f"or eval_train: true")
     spaces: dict[str, dict[str, Param]] = {rule: {} for rule in spec.rules}
     for key, param in (spec.search.space if spec.search else {}).items():
         where = f"{path}: search.space.{key}"

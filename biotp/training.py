@@ -186,7 +186,8 @@ class Session:
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
-        """Loss and error on the whole training set, error on validation and test; an
+        """Loss and error on the whole training set (NaN without `schedule.eval_train`), error
+        on validation and test; an
         auto-encoder reports reconstruction MSE (`<split>_mse`) and nan errors.  The random
         numbers a stochastic network draws here are returned to the generator, so training
         goes on the same whether or not an epoch was evaluated (`schedule.eval_every`)."""
@@ -199,6 +200,9 @@ class Session:
         ae = self.circuit.autoencoder is not None
         row = {}
         for split, (x, y) in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if split == "train" and not self.circuit.schedule.eval_train:
+                x = x[:0]
+                row["train_loss"] = float("nan")
             if len(x) == 0:
                 row[f"{split}_error"] = row[f"{split}_mse"] = float("nan")
                 continue

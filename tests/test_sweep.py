@@ -303,6 +303,15 @@ def test_best_to_writes_the_second_stage_a_sweep_of_each_rules_best_configuratio
     assert main(["sweep", search.source, "--out", str(search.out), "--report", "--best-to", str(path)]) == 2  # kept
 
 
+def test_an_objective_the_circuit_does_not_record_is_a_named_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "objective": {"metric": "train_loss"},
+                                    "fixed": {"bp": {"schedule.eval_train": False}}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: objective.metric: train_loss is not recorded: .* "
+                                          r"schedule.eval_train: false \(rule 'bp'\)"):
+        load_sweep(path)
+
+
 def test_cli_reports_a_bad_sweep_in_one_line(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_with("rules", ["dtp", "backprop"])))

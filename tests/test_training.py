@@ -271,6 +271,14 @@ def test_to_device_moves_only_what_is_elsewhere():
     assert fits(cpu, 10**15)  # the CPU holds whatever was loaded
 
 
+def test_without_eval_train_the_training_set_is_not_evaluated_and_the_rest_is_unchanged(circuit):
+    whole = train(circuit.with_algorithm("dtp"), epochs=2, progress=False)
+    held_out = train(circuit.with_updates("schedule.eval_train=false").with_algorithm("dtp"), epochs=2, progress=False)
+    assert np.isnan(held_out["train_loss"]).all() and np.isnan(held_out["train_error"]).all()
+    for k in ("val_error", "test_error"):
+        np.testing.assert_array_equal(held_out[k], whole[k], err_msg=k)
+
+
 def test_eval_every_records_the_evaluated_epochs_only_and_resumes_between(tmp_path, circuit):
     """`schedule.eval_every: 2` over 5 epochs: rows at epochs 2, 4 and the last, equal to those
     of an every-epoch run (a deterministic net: evaluation draws no random numbers); a run
