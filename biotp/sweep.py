@@ -6,8 +6,9 @@ a sweep without `search` trains that one configuration per rule over its seeds, 
 stage of a search: `biotp sweep SEARCH.yaml --report --best-to SEEDS.yaml` writes it).  A
 *configuration* is one point of the space; each configuration runs once per seed, and each
 (configuration, seed) is one Optuna trial writing an ordinary `biotp train` run file,
-`<out>/<rule>/trial-<number>.h5` (the path is the trial's user attr `run`).  The first seed's trial leads: the other seeds run
-once it completes, so a pruned configuration costs one run, not one per seed.
+`<out>/<rule>/trial-<number>.h5` (the path is the trial's user attr `run`).  The first
+seed's trial leads: the other seeds run once it completes, so a pruned configuration costs
+one run, not one per seed.
 
 Only the driver process creates trials (`biotp sweep` holds `<out>/sweep.lock`); workers
 train, report each epoch's objective to the study and ask whether to stop.  What work is
