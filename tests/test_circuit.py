@@ -119,7 +119,7 @@ def test_shipped_circuit_builds_on_its_dataset_and_trains_a_batch(path):
 
     torch.set_num_threads(1)
     circuit = load_circuit(path)
-    circuit = circuit.with_updates(f"data.limit={2 * circuit.data.batch_size}")
+    circuit = circuit.with_updates(f"data.limit={2 * circuit.data.batch_size}", "schedule.eval_train=true")
     try:
         session = Session(circuit, data_dir=DATA_DIR, device="cpu")
     except DataError as err:
