@@ -182,7 +182,7 @@ class SweepSpec(Spec):
     epochs: Count
     limit: Count | None = Field(None, description="data.limit: train/test examples used")
     objective: Objective = Objective()
-    fixed: dict[str, dict[str, Choice]] = Field({}, description="per rule, circuit fields by key path set in "
+    fixed: dict[str, Any] = Field({}, description="per rule, circuit fields by key path set in "
                                                  "every trial of the rule (e.g. a search's best configuration)")
     search: Search | None = Field(None, description="default: none, one configuration per rule (the circuit "
                                                     "with its `fixed` fields)")
@@ -196,9 +196,16 @@ class SweepSpec(Spec):
 
     @model_validator(mode="after")
     def _fixed_rules(self):
-        for rule in self.fixed:
+        # checked here, not by the field's type: pydantic's messages would drop the rule from the
+        # key path (rule names are union tags there)
+        for rule, fields in self.fixed.items():
             if rule not in self.rules:
                 raise ValueError(f"fixed.{rule}: not among the sweep's rules {self.rules}")
+            if not isinstance(fields, dict):
+                raise ValueError(f"fixed.{rule}: expected a mapping of key paths to values; got {fields!r}")
+            for key, value in fields.items():
+                if not isinstance(value, (bool, int, float, str, type(None))):
+                    raise ValueError(f"fixed.{rule}.{key}: expected one number, string or boolean; got {value!r}")
         return self
 
     @field_validator("seeds")

@@ -266,10 +266,13 @@ def _with(path: str, value):
      ["fixed.bp.algorithm.eta_hat: the circuit", "has no field 'algorithm.eta_hat' under rule 'bp'"]),
     (_with("fixed", {"dtp": {"optimizer.lr": -1.0}}),
      ["fixed.dtp.optimizer.lr: value -1.0 does not fit", "optimizer.lr: Input should be greater than 0"]),
+    (_with("fixed", {"bp": 3}), ["fixed.bp: expected a mapping of key paths to values; got 3"]),
+    (_with("fixed", {"bp": {"optimizer.lr": [0.1, 0.2]}}),
+     ["fixed.bp.optimizer.lr: expected one number, string or boolean; got [0.1, 0.2]"]),
 ], ids=["unknown-key", "unknown-param-key", "missing-field", "inverted", "empty", "bool-epochs", "bool-bound",
         "unknown-rule", "empty-categorical", "value-unfit", "rule-without-field", "random-no-trials", "grid-range",
         "grid-trials", "bool-seed", "repeated-categorical", "fixed-unknown-rule", "fixed-missing-field",
-        "fixed-value-unfit"])
+        "fixed-value-unfit", "fixed-not-a-mapping", "fixed-list-value"])
 def test_malformed_sweep_files_are_named_errors(tmp_path, spec, expected):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(spec))
