@@ -393,7 +393,7 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
     """(final test errors %, test errors % at best val, length, where) of the row's seeds, or
     empty lists and why ("where" is the sweep file or the run files)."""
     if row.sweep:
-        from biotp.sweep import CONFIG, RUN, best_of
+        from biotp.sweep import best_of
 
         path = ROOT / row.sweep
         if not path.exists():
@@ -402,17 +402,10 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
         length = f"{sweep.spec.epochs}"
         if never_ran:
             return [], [], length, "not run"
-        study = studies[row.rule]
-        result = best_of(sweep, row.rule, study)
-        if result.config is not None:
-            return ([100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length,
-                    f"{len(result.runs)} seeds")
-        done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        where = f"running: {len(done)} of {len(sweep.spec.seeds)} seeds complete"
-        if len({t.user_attrs[CONFIG] for t in done}) != 1:  # no single configuration to speak for
-            return [], [], length, where
-        final, best, _ = _errors([Path(t.user_attrs[RUN]) for t in done])
-        return final, best, length, where
+        result = best_of(sweep, row.rule, studies[row.rule])
+        n = len(result.runs)
+        where = f"{n} seeds" if result.complete else f"running: {n} of {len(sweep.spec.seeds)} seeds complete"
+        return [100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length, where
     files = sorted({p for pattern in row.runs for p in runs_dir.glob(pattern)})
     final, best, lengths = _errors(files)
     return final, best, "/".join(map(str, sorted(lengths))) or "–", f"{len(files)} seeds" if files else "not run"

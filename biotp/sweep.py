@@ -741,10 +741,12 @@ class RuleResult:
     rule: str
     config: int | None
     params: dict
+    seeds: list[int]
     runs: list[Path]
     objective: list[float]
     final_test: list[float]
     best_val_test: list[float]
+    complete: bool  # every seed of the sweep done; else the seeds finished so far
 
     @staticmethod
     def mean_std(values: list[float]) -> tuple[float, float]:
@@ -766,7 +768,8 @@ class SweepReport:
         for r in self.results.values():
             cells = [_pm(r.objective, 1), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
             params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
-            lines.append(f"| {r.rule} | {len(r.runs)} | {' | '.join(cells)} | {params or '(none complete)'} |")
+            seeds = f"{len(r.runs)}" if r.complete else f"{len(r.runs)} of {len(self.sweep.spec.seeds)} so far"
+            lines.append(f"| {r.rule} | {seeds} | {' | '.join(cells)} | {params or '(none complete)'} |")
         lines.append("")
         lines.append("mean ± sample s.d. over seeds of the configuration with the best mean objective; "
                      "best: test error (%) at the epoch of best validation error")
@@ -780,7 +783,8 @@ def _pm(values: list[float], scale: float, sep: str = " ± ") -> str:
 
 
 def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
-    """The configuration whose seeds all completed with the best mean objective."""
+    """The configuration whose seeds all completed with the best mean objective; while none has,
+    the best of those with the most seeds completed (`complete` False)."""
     from optuna.trial import TrialState
 
     from .runs import open_run
@@ -788,12 +792,13 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
     by_config: dict[int, list] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         by_config.setdefault(t.user_attrs[CONFIG], []).append(t)
-    complete = {c: ts for c, ts in by_config.items() if {t.user_attrs[SEED] for t in ts} == set(sweep.spec.seeds)}
-    if not complete:
-        return RuleResult(rule, None, {}, [], [], [], [])
+    if not by_config:
+        return RuleResult(rule, None, {}, [], [], [], [], [], False)
+    most = max(len(ts) for ts in by_config.values())
+    candidates = {c: ts for c, ts in by_config.items() if len(ts) == most}
     sign = 1 if sweep.spec.objective.direction == "minimize" else -1
-    config = min(complete, key=lambda c: (sign * np.mean([t.value for t in complete[c]]), c))
-    trials = sorted(complete[config], key=lambda t: sweep.spec.seeds.index(t.user_attrs[SEED]))
+    config = min(candidates, key=lambda c: (sign * np.mean([t.value for t in candidates[c]]), c))
+    trials = sorted(candidates[config], key=lambda t: sweep.spec.seeds.index(t.user_attrs[SEED]))
     runs = [Path(t.user_attrs[RUN]) for t in trials]
     finals, at_best = [], []
     for run in runs:
@@ -801,7 +806,9 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
         finals.append(float(m["test_error"][-1]))
         at_best.append(float(m["test_error"][int(np.nanargmin(m["val_error"]))]))
     params = {**sweep.spec.fixed.get(rule, {}), **trials[0].params}
-    return RuleResult(rule, config, params, runs, [t.value for t in trials], finals, at_best)
+    seeds = [t.user_attrs[SEED] for t in trials]
+    return RuleResult(rule, config, params, seeds, runs, [t.value for t in trials], finals, at_best,
+                      complete=len(trials) == len(sweep.spec.seeds))
 
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
@@ -821,7 +828,7 @@ def write_best(sweep: Sweep, result: SweepReport, path: str | Path, seeds: list[
     path = Path(path)
     if path.exists():
         raise BiotpError(f"--best-to {path}: the file exists; remove it or choose another path")
-    unfinished = [r.rule for r in result.results.values() if r.config is None]
+    unfinished = [r.rule for r in result.results.values() if not r.complete]
     if unfinished:
         raise BiotpError(f"{sweep.source}: no configuration of {', '.join(unfinished)} has completed all its seeds; "
                          f"run `biotp sweep {sweep.source}` until one has")
@@ -891,7 +898,7 @@ def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> lis
     paths.append(_save(fig, sweep.out / "history.png"))
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
     for ax, r in zip(axes[0], results.values()):
-        for run, seed in zip(r.runs, sweep.spec.seeds):
+        for run, seed in zip(r.runs, r.seeds):
             m = open_run(run).metrics
             ax.plot(m["epoch"], m[metric], label=f"seed {seed}")
         ax.set(title=f"{r.rule}: best configuration", xlabel="epoch", ylabel=metric)

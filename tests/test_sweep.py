@@ -22,7 +22,7 @@ from biotp.circuit import load_circuit
 from biotp.cli import main
 from biotp.errors import BiotpError, ConfigError
 from biotp.runs import open_run
-from biotp.sweep import load_sweep, report, run_sweep
+from biotp.sweep import load_sweep, report, run_sweep, write_best
 from biotp.training import train
 
 MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
@@ -127,6 +127,28 @@ def test_trials_are_train_runs_and_report_is_their_mean_and_sd(local_sweeps, nam
     mean, sd = values[:, 2].mean() * 100, values[:, 2].std(ddof=1) * 100
     assert lines[-1] == f"best: bp {mean:.4g}±{sd:.2g}"
     assert {p.name for p in summary.figures} >= {"history.png", "validation.png"}
+
+
+def test_report_of_a_running_sweep_shows_the_seeds_done_and_best_to_waits(local_sweeps, tmp_path):
+    # the grid's study (seeds 0, 1 done) read by the same sweep with a third seed still to run
+    grid = local_sweeps["grid"]
+    path = write_sweep(tmp_path, "grid", GRID, seeds=[0, 1, 2])
+    running = load_sweep(path, out=grid.out)
+    by_config: dict = {}
+    for t in completed(trials_of(grid)):
+        with h5py.File(t.user_attrs["run"]) as f:
+            by_config.setdefault(t.user_attrs["config"], []).append(float(f["metrics/test_error"][-1]))
+    best = min(by_config, key=lambda c: np.mean([t.value for t in completed(trials_of(grid))
+                                                 if t.user_attrs["config"] == c]))
+    summary = report(running, figures=False)
+    result = summary.results["bp"]
+    assert not result.complete and result.config == best and result.seeds == [0, 1]
+    assert result.final_test == pytest.approx(by_config[best])
+    row = next(line for line in summary.markdown().splitlines() if line.startswith("| bp |"))
+    assert row.split(" | ")[1] == "2 of 3 so far"
+    with pytest.raises(BiotpError, match="no configuration of bp has completed all its seeds"):
+        write_best(running, summary, tmp_path / "seeds.yaml", seeds=[0])
+    assert report(grid, figures=False).results["bp"].complete
 
 
 def test_dask_cluster_gives_the_local_pool_results(local_sweeps, tmp_path):
