@@ -662,9 +662,13 @@ def _settled(trial) -> bool:
 
 
 def _describe(rule: str, trial, result: dict, metric: str) -> str:
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    params = f"; {_format_params(trial.params)}" if trial.params else ""
     outcome = f"{metric} {result['value']:.4f}" if result["state"] == "complete" else result["state"]
-    return f"{rule} trial {trial.number} (config {trial.user_attrs[CONFIG]}, seed {trial.user_attrs[SEED]}; {params}): {outcome}"
+    return f"{rule} trial {trial.number} (config {trial.user_attrs[CONFIG]}, seed {trial.user_attrs[SEED]}{params}): {outcome}"
+
+
+def _format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def default_storage(sweep: Sweep) -> str:
@@ -767,7 +771,7 @@ class SweepReport:
                  f"| test error at best val (%) | best configuration |", "|---|---|---|---|---|---|"]
         for r in self.results.values():
             cells = [_pm(r.objective, 1), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
-            params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+            params = _format_params(r.params)
             seeds = f"{len(r.runs)}" if r.complete else f"{len(r.runs)} of {len(self.sweep.spec.seeds)} so far"
             lines.append(f"| {r.rule} | {seeds} | {' | '.join(cells)} | {params or '(none complete)'} |")
         lines.append("")

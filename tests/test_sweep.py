@@ -320,9 +320,12 @@ def test_best_to_writes_the_second_stage_a_sweep_of_each_rules_best_configuratio
     assert seeds.spec.search is None and seeds.spec.seeds == [3, 4] and seeds.spec.epochs == 2
     assert seeds.spec.fixed == {"bp": best}  # exactly, not rounded
     assert seeds.spec.limit is None  # all the data: the search's limit was its budget
-    run_sweep(seeds, workers=2, executor=pool, log=lambda line: None)
+    lines = []
+    run_sweep(seeds, workers=2, executor=pool, log=lines.append)
     done = completed(trials_of(seeds))
     assert sorted(t.user_attrs["seed"] for t in done) == [3, 4]
+    assert sorted(line.split(": val_error")[0] for line in lines if "val_error" in line) == \
+        ["bp trial 0 (config 0, seed 3)", "bp trial 1 (config 0, seed 4)"]  # nothing searched, nothing listed
     for t in done:  # each trial is the best configuration trained as `biotp train --set` would
         assert_same_metrics(t.user_attrs["run"], reference("bp", best, t.user_attrs["seed"], epochs=2, limit=None))
     assert main(["sweep", search.source, "--out", str(search.out), "--report", "--best-to", str(path)]) == 2  # kept
