@@ -20,7 +20,8 @@ def add_parser(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep YAML file")
     p.add_argument("--report", action="store_true",
-                   help="summarise instead of running: best configuration per rule, errors over seeds, figures (of a sweep still running: over the seeds done so far)")
+                   help="summarise instead of running: best configuration per rule, errors over seeds, figures "
+                        "(of a sweep still running: over the seeds done so far)")
     p.add_argument("--best-to", metavar="FILE",
                    help="with --report: write FILE, a sweep training each rule's best configuration over --seeds "
                         "for --epochs on all the data (the second stage of a search)")
