@@ -404,7 +404,7 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
             return [], [], length, "not run"
         result = best_of(sweep, row.rule, studies[row.rule])
         n = len(result.runs)
-        where = f"{n} seeds" if result.complete else f"running: {n} of {len(sweep.spec.seeds)} seeds complete"
+        where = f"{n} seeds" if result.complete else f"{n} of {len(sweep.spec.seeds)} seeds so far"
         return [100 * e for e in result.final_test], [100 * e for e in result.best_val_test], length, where
     files = sorted({p for pattern in row.runs for p in runs_dir.glob(pattern)})
     final, best, lengths = _errors(files)

@@ -2,6 +2,7 @@
 "not run" for rows without a file, notes for files that do not match their row, and paper
 numbers that are really in the seed texts."""
 
+import dataclasses
 import importlib.util
 import re
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 import biotp
 from biotp.errors import BiotpError
@@ -109,7 +111,7 @@ def test_seeds_table_reads_a_sweep(tables, tmp_path, monkeypatch):
             "limit": 200, "search": {"sampler": "grid", "pruner": {"name": "none"},
                                      "space": {"optimizer.lr": {"categorical": [0.01]}}}}
     path = tmp_path / "tiny.yaml"
-    path.write_text(__import__("yaml").safe_dump(spec))
+    path.write_text(yaml.safe_dump(spec))
     runs = tmp_path / "runs"
     run_sweep(load_sweep(path, out=runs / "sweeps" / "tiny"), workers=1, log=lambda *_: None)
     finals = []
@@ -126,3 +128,11 @@ def test_seeds_table_reads_a_sweep(tables, tmp_path, monkeypatch):
     assert cells[6] == cells[7] == f"{mean:.2f} ± {sd:.2f}"
     assert cells[5] == "1" and cells[8] == "3 seeds" and cells[9] == tables.verdict(0.5, finals)
     assert _row(text, "| t | net | DTP |")[8] == "not run (no sweep file yet)"
+    # the same study read by the sweep with a fourth seed still to run: the three done so far
+    (tmp_path / "more").mkdir()
+    spec["seeds"] = [0, 1, 2, 3]
+    (tmp_path / "more" / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    more = dataclasses.replace(rows[0], sweep=str(tmp_path / "more" / "tiny.yaml"))
+    monkeypatch.setattr(tables, "REPRODUCTIONS", [more])
+    cells = _row(tables.render_reproductions(runs), "| t | net | BP |")
+    assert cells[7] == f"{mean:.2f} ± {sd:.2f}" and cells[8] == "3 of 4 seeds so far"
