@@ -812,7 +812,7 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
     params = {**sweep.spec.fixed.get(rule, {}), **trials[0].params}
     seeds = [t.user_attrs[SEED] for t in trials]
     return RuleResult(rule, config, params, seeds, runs, [t.value for t in trials], finals, at_best,
-                      complete=len(trials) == len(sweep.spec.seeds))
+                      complete=set(seeds) == set(sweep.spec.seeds))
 
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:
