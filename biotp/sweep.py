@@ -771,9 +771,9 @@ class SweepReport:
                  f"| test error at best val (%) | best configuration |", "|---|---|---|---|---|---|"]
         for r in self.results.values():
             cells = [_pm(r.objective, 1), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
-            params = _format_params(r.params)
+            params = _format_params(r.params) or ("(the circuit's own)" if r.runs else "(none complete)")
             seeds = f"{len(r.runs)}" if r.complete else f"{len(r.runs)} of {len(self.sweep.spec.seeds)} so far"
-            lines.append(f"| {r.rule} | {seeds} | {' | '.join(cells)} | {params or '(none complete)'} |")
+            lines.append(f"| {r.rule} | {seeds} | {' | '.join(cells)} | {params} |")
         lines.append("")
         lines.append("mean ± sample s.d. over seeds of the configuration with the best mean objective; "
                      "best: test error (%) at the epoch of best validation error")

@@ -22,7 +22,7 @@ from biotp.circuit import load_circuit
 from biotp.cli import main
 from biotp.errors import BiotpError, ConfigError
 from biotp.runs import open_run
-from biotp.sweep import load_sweep, report, run_sweep, write_best
+from biotp.sweep import RuleResult, SweepReport, load_sweep, report, run_sweep, write_best
 from biotp.training import train
 
 MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
@@ -149,6 +149,15 @@ def test_report_of_a_running_sweep_shows_the_seeds_done_and_best_to_waits(local_
     with pytest.raises(BiotpError, match="no configuration of bp has completed all its seeds"):
         write_best(running, summary, tmp_path / "seeds.yaml", seeds=[0])
     assert report(grid, figures=False).results["bp"].complete
+
+
+def test_report_names_a_configuration_with_nothing_searched_as_the_circuits_own(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, "plain", GRID, seeds=[0]))
+    done = RuleResult("bp", 0, {}, [0], [tmp_path / "trial-0000.h5"], [0.1], [0.02], [0.03], complete=True)
+    none = RuleResult("bp", None, {}, [], [], [], [], [], complete=False)
+    rows = [SweepReport(sweep, {"bp": r}, []).markdown().splitlines()[2] for r in (done, none)]
+    assert rows[0].startswith("| bp | 1 | 0.1 ± nan | 2 ± nan | 3 ± nan |") and rows[0].endswith("| (the circuit's own) |")
+    assert rows[1].startswith("| bp | 0 of 1 so far |") and rows[1].endswith("| (none complete) |")
 
 
 def test_dask_cluster_gives_the_local_pool_results(local_sweeps, tmp_path):
