@@ -32,7 +32,7 @@ def tables():
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
-    circuit = biotp.load_circuit("circuits/mlp.yaml", ["data.limit=200", "data.batch_size=32"])
+    circuit = biotp.load_circuit(ROOT / "circuits" / "mlp.yaml", ["data.limit=200", "data.batch_size=32"])
     biotp.train(circuit.with_algorithm("dtp"), epochs=2, out=d / "lee_7x240_dtp.h5", progress=False)
     biotp.train(circuit.with_algorithm("dtp"), epochs=1, out=d / "bartunov_fc_fa.h5", progress=False)  # the wrong rule
     return d
