@@ -751,6 +751,7 @@ class RuleResult:
     final_test: list[float]
     best_val_test: list[float]
     complete: bool  # every seed of the sweep done; else the seeds finished so far
+    final_train: list[float] = field(default_factory=list)  # nan where not recorded (eval_train: false)
 
     @staticmethod
     def mean_std(values: list[float]) -> tuple[float, float]:
@@ -767,10 +768,11 @@ class SweepReport:
 
     def markdown(self) -> str:
         metric = self.sweep.spec.objective.metric
-        lines = [f"| rule | seeds | {metric} ({self.sweep.spec.objective.at}) | final test error (%) "
-                 f"| test error at best val (%) | best configuration |", "|---|---|---|---|---|---|"]
+        lines = [f"| rule | seeds | {metric} ({self.sweep.spec.objective.at}) | final train error (%) "
+                 f"| final test error (%) | test error at best val (%) | best configuration |",
+                 "|---|---|---|---|---|---|---|"]
         for r in self.results.values():
-            cells = [_pm(r.objective, 1), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
+            cells = [_pm(r.objective, 1), _pm(r.final_train, 100), _pm(r.final_test, 100), _pm(r.best_val_test, 100)]
             params = _format_params(r.params) or ("(the circuit's own)" if r.runs else "(none complete)")
             seeds = f"{len(r.runs)}" if r.complete else f"{len(r.runs)} of {len(self.sweep.spec.seeds)} so far"
             lines.append(f"| {r.rule} | {seeds} | {' | '.join(cells)} | {params} |")
@@ -782,6 +784,8 @@ class SweepReport:
 
 
 def _pm(values: list[float], scale: float, sep: str = " ± ") -> str:
+    if len(values) and np.isnan(values).all():
+        return "–"  # not recorded
     mean, std = RuleResult.mean_std(values)
     return f"{mean * scale:.4g}{sep}{std * scale:.2g}"
 
@@ -804,15 +808,16 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
     config = min(candidates, key=lambda c: (sign * np.mean([t.value for t in candidates[c]]), c))
     trials = sorted(candidates[config], key=lambda t: sweep.spec.seeds.index(t.user_attrs[SEED]))
     runs = [Path(t.user_attrs[RUN]) for t in trials]
-    finals, at_best = [], []
+    finals, at_best, train = [], [], []
     for run in runs:
         m = open_run(run).metrics
         finals.append(float(m["test_error"][-1]))
         at_best.append(float(m["test_error"][int(np.nanargmin(m["val_error"]))]))
+        train.append(float(m["train_error"][-1]) if "train_error" in m else math.nan)
     params = {**sweep.spec.fixed.get(rule, {}), **trials[0].params}
     seeds = [t.user_attrs[SEED] for t in trials]
     return RuleResult(rule, config, params, seeds, runs, [t.value for t in trials], finals, at_best,
-                      complete=set(seeds) == set(sweep.spec.seeds))
+                      complete=set(seeds) == set(sweep.spec.seeds), final_train=train)
 
 
 def report(sweep: Sweep, storage: str | None = None, figures: bool = True) -> SweepReport:

@@ -5,6 +5,7 @@ malformed sweep files are named errors."""
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import multiprocessing
 import os
 import signal
@@ -113,14 +114,15 @@ def test_trials_are_train_runs_and_report_is_their_mean_and_sd(local_sweeps, nam
         with h5py.File(run) as f:
             circuit = yaml.safe_load(f.attrs["circuit_yaml"])
             val, test = f["metrics/val_error"][()], f["metrics/test_error"][()]
+            train = f["metrics/train_error"][-1]
         config = (circuit["optimizer"]["lr"], circuit["data"]["batch_size"])
-        by_config.setdefault(config, []).append((val.min(), test[-1], test[np.argmin(val)]))
+        by_config.setdefault(config, []).append((val.min(), test[-1], test[np.argmin(val)], train))
     best = min(by_config, key=lambda c: np.mean([v[0] for v in by_config[c]]))
     values = np.array(by_config[best])
     summary = report(sweep)
     result = summary.results["bp"]
     assert (result.params["optimizer.lr"], result.params["data.batch_size"]) == best
-    for got, column in ((result.final_test, 1), (result.best_val_test, 2)):
+    for got, column in ((result.final_test, 1), (result.best_val_test, 2), (result.final_train, 3)):
         mean, sd = result.mean_std(got)
         assert mean == pytest.approx(values[:, column].mean()) and sd == pytest.approx(values[:, column].std(ddof=1))
     lines = (sweep.out / "report.md").read_text().strip().splitlines()
@@ -153,11 +155,16 @@ def test_report_of_a_running_sweep_shows_the_seeds_done_and_best_to_waits(local_
 
 def test_report_names_a_configuration_with_nothing_searched_as_the_circuits_own(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, "plain", GRID, seeds=[0]))
-    done = RuleResult("bp", 0, {}, [0], [tmp_path / "trial-0000.h5"], [0.1], [0.02], [0.03], complete=True)
+    done = RuleResult("bp", 0, {}, [0], [tmp_path / "trial-0000.h5"], [0.1], [0.02], [0.03], complete=True,
+                      final_train=[0.01])
     none = RuleResult("bp", None, {}, [], [], [], [], [], complete=False)
-    rows = [SweepReport(sweep, {"bp": r}, []).markdown().splitlines()[2] for r in (done, none)]
-    assert rows[0].startswith("| bp | 1 | 0.1 ± nan | 2 ± nan | 3 ± nan |") and rows[0].endswith("| (the circuit's own) |")
+    untrained = RuleResult("bp", 0, {}, [0, 1], [tmp_path / "trial-0000.h5"] * 2, [0.1, 0.2], [0.02, 0.04],
+                           [0.03, 0.05], complete=True, final_train=[math.nan, math.nan])  # eval_train: false
+    rows = [SweepReport(sweep, {"bp": r}, []).markdown().splitlines()[2] for r in (done, none, untrained)]
+    assert rows[0].startswith("| bp | 1 | 0.1 ± nan | 1 ± nan | 2 ± nan | 3 ± nan |")
+    assert rows[0].endswith("| (the circuit's own) |")
     assert rows[1].startswith("| bp | 0 of 1 so far |") and rows[1].endswith("| (none complete) |")
+    assert rows[2].startswith("| bp | 2 | 0.15 ± 0.071 | – | 3 ± 1.4 | 4 ± 1.4 |")
 
 
 def test_dask_cluster_gives_the_local_pool_results(local_sweeps, tmp_path):
