@@ -22,6 +22,7 @@ run file ends at the epoch before the one that stopped it (the study holds that 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import fcntl
 import itertools
 import math
@@ -882,13 +883,17 @@ def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
 
 
 def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> list[Path]:
-    """Optimisation history, validation curves of the best configurations, parameter importance."""
+    """Optimisation history, validation curves of the best configurations, their training and
+    test curves over seeds side by side, parameter importance."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.trial import TrialState
 
+    import h5py
+
+    from .plots.curves import curves_over_seeds
     from .runs import open_run
 
     metric, paths = sweep.spec.objective.metric, []
@@ -914,6 +919,10 @@ def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> lis
         if r.runs:
             ax.legend(fontsize=7)
     paths.append(_save(fig, sweep.out / "validation.png"))
+    with contextlib.ExitStack() as stack:
+        runs = {r.rule: [stack.enter_context(h5py.File(run, "r")) for run in r.runs] for r in results.values()}
+        if any(runs.values()):
+            paths.append(_save(curves_over_seeds(runs), sweep.out / "curves.png"))
     importances = {}
     for rule, study in studies.items():
         complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -931,7 +940,8 @@ def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> lis
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # biotp.plots' figures come laid out
+        fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
 

@@ -16,6 +16,7 @@ from biotp.cli import main
 from biotp.compare import compare
 from biotp.errors import BiotpError
 from biotp.plots import angles, figures, jml, learning_curves, plot, settling, traces
+from biotp.plots.curves import curves_over_seeds, over_seeds
 from biotp.runs import Leaf, write_run
 
 QUICK = ["data.limit=200", "data.batch_size=32"]
@@ -108,6 +109,43 @@ def test_jml_on_a_log_scale(tmp_path):
         assert set(lines) == {"layer 1", "layer 2"}
         np.testing.assert_allclose(lines["layer 2"].get_ydata(), cols[f"{kind}_layer2"])
 
+
+def test_curves_over_seeds_draw_each_rules_mean_and_spread(tmp_path):
+    """Two seeds of dtp (the second run one epoch shorter) and one of bp that does not record
+    its training set: the mean and sample s.d. over the epochs both seeds have, worked by hand."""
+    nan = float("nan")
+    columns = {"dtp": [{"epoch": [1.0, 2.0, 3.0], "train_loss": [2.0, 1.0, 0.5], "train_error": [0.4, 0.2, 0.1],
+                        "test_error": [0.5, 0.3, 0.2]},
+                       {"epoch": [1.0, 2.0], "train_loss": [1.0, 0.6], "train_error": [0.2, 0.1], "test_error": [0.3, 0.1]}],
+               "bp": [{"epoch": [1.0, 2.0, 3.0], "train_loss": [nan] * 3, "train_error": [nan] * 3,
+                       "test_error": [0.25, 0.15, 0.1]}]}
+    paths = {rule: [write_run(tmp_path / f"{rule}{i}.h5", {"kind": "train"}, {"metrics": {k: np.array(v) for k, v in m.items()}})
+                    for i, m in enumerate(runs)] for rule, runs in columns.items()}
+    files = {rule: [h5py.File(p) for p in ps] for rule, ps in paths.items()}
+    try:
+        x, mean, sd = over_seeds(files["dtp"], "test_error")
+        np.testing.assert_allclose(x, [1, 2])
+        np.testing.assert_allclose(mean, [0.4, 0.2])
+        np.testing.assert_allclose(sd, [0.02 ** 0.5, 0.02 ** 0.5])
+        x, mean, sd = over_seeds(files["bp"], "test_error")
+        np.testing.assert_allclose(mean, [0.25, 0.15, 0.1])
+        np.testing.assert_allclose(sd, 0)
+        fig = curves_over_seeds(files)
+    finally:
+        for fs in files.values():
+            for f in fs:
+                f.close()
+    loss, error = fig.axes[:2]
+    assert [l.get_linestyle() for l in loss.get_lines()] == ["--"]  # dtp's only: bp recorded no training loss
+    np.testing.assert_allclose(loss.get_lines()[0].get_ydata(), [1.5, 0.8])
+    lines = error.get_lines()
+    assert [(l.get_color(), l.get_linestyle()) for l in lines] == [("C0", "--"), ("C0", "-"), ("C1", "-")]
+    np.testing.assert_allclose(lines[0].get_ydata(), [30.0, 15.0])
+    np.testing.assert_allclose(lines[2].get_ydata(), [25.0, 15.0, 10.0])
+    band = error.collections[1].get_paths()[0].vertices[:, 1]  # dtp's test band: mean ± s.d., in %
+    assert band.max() == pytest.approx(100 * (0.4 + 0.02 ** 0.5)) and band.min() == pytest.approx(100 * (0.2 - 0.02 ** 0.5))
+    legend = [t.get_text() for t in error.get_legend().get_texts()]
+    assert legend == ["dtp (2 seeds)", "bp (1 seed)", "train_error", "test_error"]
 
 def test_simulate_file(files):
     path = files / "sim.h5"

@@ -128,7 +128,7 @@ def test_trials_are_train_runs_and_report_is_their_mean_and_sd(local_sweeps, nam
     lines = (sweep.out / "report.md").read_text().strip().splitlines()
     mean, sd = values[:, 2].mean() * 100, values[:, 2].std(ddof=1) * 100
     assert lines[-1] == f"best: bp {mean:.4g}±{sd:.2g}"
-    assert {p.name for p in summary.figures} >= {"history.png", "validation.png"}
+    assert {p.name for p in summary.figures} >= {"history.png", "validation.png", "curves.png"}
 
 
 def test_report_of_a_running_sweep_shows_the_seeds_done_and_best_to_waits(local_sweeps, tmp_path):

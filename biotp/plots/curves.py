@@ -57,6 +57,46 @@ def learning_curves(groups, label: str = ""):
     return fig
 
 
+def over_seeds(groups, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, sample s.d.) of one metrics column over several runs of one configuration (its
+    seeds), on the rows every run has; the s.d. is 0 for a single run."""
+    rows = [metrics(g) for g in groups]
+    n = min(len(x) for _, x, _ in rows)
+    values = np.stack([cols[column][:n] for _, _, cols in rows])
+    sd = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(n)
+    return rows[0][1][:n], values.mean(axis=0), sd
+
+
+def curves_over_seeds(runs):
+    """Learning curves of several rules, each the mean ± s.d. (a band) over its seeds' runs:
+    training loss, and training (dashed) and test (solid) error in %, as the papers draw them
+    (seed 002 Figs. 3.2-3.3, seed 004 Fig. 4).  `runs`: rule -> run groups.  Columns a circuit
+    does not record (all nan, e.g. `schedule.eval_train: false`) are left out."""
+    runs = {rule: list(groups) for rule, groups in runs.items() if groups}
+    if not runs:
+        raise BiotpError("curves over seeds: no runs")
+    first = next(iter(runs.values()))[0]
+    kinds = [(loss_label(first, "training loss"), ["train_loss"], 1.0), ("error (%)", ["train_error", "test_error"], 100.0)]
+    fig, axes = panels(len(kinds), ncols=2)
+    for ax, (ylabel, columns, scale) in zip(axes, kinds):
+        drawn = []
+        for i, (rule, groups) in enumerate(runs.items()):
+            for col in columns:
+                if not all(col in metrics(g)[2] for g in groups):
+                    continue
+                x, mean, sd = over_seeds(groups, col)
+                if not np.isfinite(mean).any():
+                    continue
+                ax.plot(x, scale * mean, column_style(col), color=color(i))
+                ax.fill_between(x, scale * (mean - sd), scale * (mean + sd), color=color(i), alpha=0.2, lw=0)
+                drawn += [col] * (col not in drawn)
+        if not drawn:
+            note(ax, "not recorded by these runs")
+        ax.set(xlabel=metrics(first)[0], ylabel=ylabel)
+        key_legend(ax, [f"{rule} ({len(groups)} seed{'s' * (len(groups) > 1)})" for rule, groups in runs.items()], drawn)
+    return fig
+
+
 ANGLE_LABELS = {"angle": "angle to BP's update (°)", "distance": "relative distance ‖ΔW − ΔW_ref‖/‖ΔW_ref‖"}
 REFERENCE_ANGLE = "angle to the discrete update (°)"  # a continuous run against its reference rule
 OUTPUT_NOTE = "output layer: every rule uses the loss gradient here, so 0°"
