@@ -16,6 +16,7 @@ from biotp.cli import main
 from biotp.compare import compare
 from biotp.errors import BiotpError
 from biotp.plots import angles, figures, jml, learning_curves, plot, settling, traces
+from biotp.plots.common import metrics
 from biotp.plots.curves import curves_over_seeds, over_seeds
 from biotp.runs import Leaf, write_run
 
@@ -123,11 +124,11 @@ def test_curves_over_seeds_draw_each_rules_mean_and_spread(tmp_path):
                     for i, m in enumerate(runs)] for rule, runs in columns.items()}
     files = {rule: [h5py.File(p) for p in ps] for rule, ps in paths.items()}
     try:
-        x, mean, sd = over_seeds(files["dtp"], "test_error")
+        x, mean, sd = over_seeds([metrics(f) for f in files["dtp"]], "test_error")
         np.testing.assert_allclose(x, [1, 2])
         np.testing.assert_allclose(mean, [0.4, 0.2])
         np.testing.assert_allclose(sd, [0.02 ** 0.5, 0.02 ** 0.5])
-        x, mean, sd = over_seeds(files["bp"], "test_error")
+        x, mean, sd = over_seeds([metrics(f) for f in files["bp"]], "test_error")
         np.testing.assert_allclose(mean, [0.25, 0.15, 0.1])
         np.testing.assert_allclose(sd, 0)
         fig = curves_over_seeds(files)

@@ -57,14 +57,13 @@ def learning_curves(groups, label: str = ""):
     return fig
 
 
-def over_seeds(groups, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def over_seeds(tables, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x, mean, sample s.d.) of one metrics column over several runs of one configuration (its
-    seeds), on the rows every run has; the s.d. is 0 for a single run."""
-    rows = [metrics(g) for g in groups]
-    n = min(len(x) for _, x, _ in rows)
-    values = np.stack([cols[column][:n] for _, _, cols in rows])
+    seeds; `tables`: their `metrics(group)`), on the rows every run has; s.d. 0 for one run."""
+    n = min(len(x) for _, x, _ in tables)
+    values = np.stack([cols[column][:n] for _, _, cols in tables])
     sd = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(n)
-    return rows[0][1][:n], values.mean(axis=0), sd
+    return tables[0][1][:n], values.mean(axis=0), sd
 
 
 def curves_over_seeds(runs):
@@ -72,19 +71,21 @@ def curves_over_seeds(runs):
     training loss, and training (dashed) and test (solid) error in %, as the papers draw them
     (seed 002 Figs. 3.2-3.3, seed 004 Fig. 4).  `runs`: rule -> run groups.  Columns a circuit
     does not record (all nan, e.g. `schedule.eval_train: false`) are left out."""
-    runs = {rule: list(groups) for rule, groups in runs.items() if groups}
-    if not runs:
+    groups = {rule: list(gs) for rule, gs in runs.items() if gs}
+    if not groups:
         raise BiotpError("curves over seeds: no runs")
-    first = next(iter(runs.values()))[0]
+    first = next(iter(groups.values()))[0]
+    tables = {rule: [metrics(g) for g in gs] for rule, gs in groups.items()}  # read once
+    x_name = next(iter(tables.values()))[0][0]
     kinds = [(loss_label(first, "training loss"), ["train_loss"], 1.0), ("error (%)", ["train_error", "test_error"], 100.0)]
     fig, axes = panels(len(kinds), ncols=2)
     for ax, (ylabel, columns, scale) in zip(axes, kinds):
         drawn = []
-        for i, (rule, groups) in enumerate(runs.items()):
+        for i, (rule, ts) in enumerate(tables.items()):
             for col in columns:
-                if not all(col in metrics(g)[2] for g in groups):
+                if not all(col in cols for _, _, cols in ts):
                     continue
-                x, mean, sd = over_seeds(groups, col)
+                x, mean, sd = over_seeds(ts, col)
                 if not np.isfinite(mean).any():
                     continue
                 ax.plot(x, scale * mean, column_style(col), color=color(i))
@@ -92,8 +93,8 @@ def curves_over_seeds(runs):
                 drawn += [col] * (col not in drawn)
         if not drawn:
             note(ax, "not recorded by these runs")
-        ax.set(xlabel=metrics(first)[0], ylabel=ylabel)
-        key_legend(ax, [f"{rule} ({len(groups)} seed{'s' * (len(groups) > 1)})" for rule, groups in runs.items()], drawn)
+        ax.set(xlabel=x_name, ylabel=ylabel)
+        key_legend(ax, [f"{rule} ({len(ts)} seed{'s' * (len(ts) > 1)})" for rule, ts in tables.items()], drawn)
     return fig
 
 
