@@ -1,11 +1,12 @@
-"""Training-set augmentation of images: random crops with zero padding and random flips
+"""Training-set augmentation: random crops with zero padding and random flips of images
 (Bartunov et al. 2018, seed 004 §3.2: "an augmented training set consisting of vertical flips
-and random crops applied to the original images").
+and random crops applied to the original images"), and additive Gaussian noise on any input
+(Lee et al.'s released code for the stochastic net of seed 002 §3.3.3 adds N(0, 0.3²)).
 
 Applied to each training batch by `Session.transform`, drawing from the epoch's seeded
 generator, so the same seed gives the same batches and a resumed run repeats them exactly;
-validation and test images are never augmented.  Per batch the draws are, in this order, the
-crop offsets, then the flip coin of each image.
+validation and test inputs are never augmented.  Per batch the draws are, in this order, the
+crop offsets, the flip coin of each image, then the noise.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ FLIP_AXES = {"horizontal": -1, "vertical": -2}  # mirror left-right / upside-dow
 
 
 def augment(x: torch.Tensor, shape: tuple[int, ...], spec, generator: torch.Generator) -> torch.Tensor:
-    """Augment a batch `x` ([B, ...] holding images of `shape` = (C, H, W)) as `spec`
-    (an `AugmentSpec`) says; the result has the layout of `x`."""
-    images = x.reshape(len(x), *shape)
-    if spec.crop_padding > 0:
-        images = random_crop(images, spec.crop_padding, generator)
-    if spec.flip != "none":
-        images = random_flip(images, FLIP_AXES[spec.flip], generator)
-    return images.reshape(x.shape)
+    """Augment a batch `x` ([B, ...] holding inputs of `shape`, (C, H, W) for crops and flips)
+    as `spec` (an `AugmentSpec`) says; the result has the layout of `x`."""
+    if spec.crop_padding > 0 or spec.flip != "none":
+        images = x.reshape(len(x), *shape)
+        if spec.crop_padding > 0:
+            images = random_crop(images, spec.crop_padding, generator)
+        if spec.flip != "none":
+            images = random_flip(images, FLIP_AXES[spec.flip], generator)
+        x = images.reshape(x.shape)
+    if spec.noise > 0:
+        x = gaussian_noise(x, spec.noise, generator)
+    return x
+
+
+def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """x + ε, ε ~ N(0, σ²) drawn from `generator` on the host (the same noise on any device)."""
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    return x + sigma * noise.to(x.device)
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

@@ -145,12 +145,6 @@ def prepare(circuit, net, cls: type[Algorithm]) -> type[Algorithm]:
     return EncoderInverseDTP
 
 
-def corrupt(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """x̃ = x + ε, ε ~ N(0, σ²) drawn from `generator` (seed 002 eq. 3.22)."""
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
-    return x + sigma * noise.to(x.device)
-
-
 def reconstruction_mse(z: torch.Tensor, x: torch.Tensor) -> float:
     """Mean over examples and units of (z - x)²."""
     return float(((z.flatten(1) - x.flatten(1)) ** 2).mean())

@@ -100,14 +100,16 @@ IMAGE_DATASETS = tuple(name for name, info in datasets.DATASETS.items() if len(i
 
 
 class AugmentSpec(Spec):
-    """Training-batch augmentation of images (seed 004 §3.2: random crops and flips), drawn
-    from the epoch's seeded generator; validation and test images are never augmented.
-    `crop_padding` p: zero-pad by p pixels on each side, then crop the original size at a
-    uniform offset in {0..2p}²; `flip`: mirror half of the images, left-right (`horizontal`)
-    or upside-down (`vertical`).  See biotp/augment.py."""
+    """Training-batch augmentation (seed 004 §3.2: random crops and flips of images; Lee et
+    al.'s code for seed 002 §3.3.3: Gaussian input noise), drawn from the epoch's seeded
+    generator; validation and test inputs are never augmented.  `crop_padding` p: zero-pad by
+    p pixels on each side, then crop the original size at a uniform offset in {0..2p}²;
+    `flip`: mirror half of the images, left-right (`horizontal`) or upside-down (`vertical`);
+    `noise` σ: add N(0, σ²) to every input value, after crops and flips.  See biotp/augment.py."""
 
     crop_padding: NonNegativeInt = 0
     flip: Literal["none", "horizontal", "vertical"] = "none"
+    noise: NonNegativeFloat = 0.0
 
 
 class DataSpec(Spec):
@@ -123,7 +125,8 @@ class DataSpec(Spec):
     @classmethod
     def _augment_images_only(cls, value, info):
         dataset = info.data.get("dataset")
-        if value is not None and dataset is not None and dataset not in IMAGE_DATASETS:
+        crops_or_flips = value is not None and (value.crop_padding > 0 or value.flip != "none")
+        if crops_or_flips and dataset is not None and dataset not in IMAGE_DATASETS:
             raise ValueError(f"crops and flips need an image dataset ({', '.join(IMAGE_DATASETS)}); "
                              f"data.dataset is {dataset!r}")
         return value

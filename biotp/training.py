@@ -21,8 +21,8 @@ from .progress import bar as progress_bar
 
 from . import data as datasets
 from .algorithms import Algorithm, build
-from .augment import augment
-from .autoencoder import corrupt, reconstruction_mse
+from .augment import augment, gaussian_noise
+from .autoencoder import reconstruction_mse
 from .circuit import Circuit
 from .devices import fits, host, pick_device, to_device
 from .errors import BiotpError, ConfigError, DivergenceError, RunFileError
@@ -84,7 +84,7 @@ class Session:
         if ae is not None:
             y = x  # the clean (augmented) input is the target
             if ae.corruption > 0:
-                x = corrupt(x, ae.corruption, generator)
+                x = gaussian_noise(x, ae.corruption, generator)  # x̃ = x + ε (seed 002 eq. 3.22)
         return x, y
 
     def passes(self, epoch: int) -> list[tuple[bool, bool]]:

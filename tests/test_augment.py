@@ -63,6 +63,23 @@ def test_flat_batches_keep_their_layout_and_nothing_asked_is_identity():
     assert out.shape == x.shape and not torch.equal(out, x)
 
 
+
+def test_noise_is_gaussian_of_sigma_and_drawn_after_crops_and_flips():
+    x = _images(4, (500, 1 * 8 * 8)).reshape(500, 64)
+    noisy = augment(x, (1, 8, 8), AugmentSpec(noise=0.3), torch.Generator().manual_seed(0))
+    eps = (noisy - x).numpy().ravel()  # 32 000 draws
+    assert abs(eps.mean()) < 0.006 and abs(eps.std() - 0.3) < 0.005
+    assert abs(np.mean(np.abs(eps) < 0.3) - 0.6827) < 0.01  # one σ holds 68.3 % of a normal's mass
+    both = augment(x, (1, 8, 8), AugmentSpec(crop_padding=2, flip="vertical", noise=0.3), torch.Generator().manual_seed(1))
+    moved = augment(x, (1, 8, 8), AugmentSpec(crop_padding=2, flip="vertical"), torch.Generator().manual_seed(1))
+    assert abs((both - moved).std().item() - 0.3) < 0.005  # the same crops and flips, then the noise
+
+
+def test_noise_needs_no_image_dataset():
+    c = biotp.load_circuit("circuits/mlp.yaml", ["data.dataset=synthetic", "data.augment.noise=0.3"])
+    assert c.data.augment == AugmentSpec(noise=0.3)
+
+
 @pytest.fixture(scope="module")
 def circuits():
     plain = biotp.load_circuit("circuits/mlp.yaml", QUICK)
@@ -91,6 +108,14 @@ def test_training_batches_are_augmented_validation_and_test_untouched(circuits):
     assert p.evaluate() == a.evaluate()  # same weights, same (unaugmented) evaluation data
 
 
+def test_noise_reaches_training_batches_only(circuits):
+    plain, _ = circuits
+    p, a = Session(plain), Session(plain.with_updates("data.augment.noise=0.3"))
+    (xp, yp), (xa, ya) = next(p.batches(1)), next(a.batches(1))
+    assert torch.equal(yp, ya) and abs((xa - xp).std().item() - 0.3) < 0.02  # 50 x 64 draws
+    assert p.evaluate() == a.evaluate()
+
+
 def test_resumed_augmented_run_equals_uninterrupted(tmp_path, circuits):
     _, aug = circuits
     whole = train(aug, epochs=3, out=tmp_path / "whole.h5", progress=False)
@@ -106,7 +131,8 @@ def test_resumed_augmented_run_equals_uninterrupted(tmp_path, circuits):
      "data.augment: crops and flips need an image dataset"),
     (["data.augment.flip=yes"], "data.augment.flip: Input should be 'none', 'horizontal' or 'vertical'"),
     (["data.augment.crop_padding=-4"], "data.augment.crop_padding: Input should be greater than or equal to 0"),
-    (["data.augment.crop=4"], "data.augment.crop: unknown key; expected one of: crop_padding, flip"),
+    (["data.augment.crop=4"], "data.augment.crop: unknown key; expected one of: crop_padding, flip, noise"),
+    (["data.augment.noise=-0.3"], "data.augment.noise: Input should be greater than or equal to 0"),
 ])
 def test_schema_errors_name_the_file_key_and_expectation(overrides, expected):
     with pytest.raises(ConfigError) as err:
