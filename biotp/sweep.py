@@ -256,8 +256,10 @@ class Sweep:
         return configure(self.circuits[rule], {**params, "seed": seed})
 
     def train_command(self, rule: str, params: dict, seed: int, run: Path) -> str:
-        """The `biotp train` command reproducing a trial (recorded in its run file)."""
-        sets = [f"--set={path}={_yaml_value(value)}" for path, value in params.items()]
+        """The `biotp train` command reproducing a trial (recorded in its run file): the fields
+        the sweep fixes for the rule, then those searched."""
+        fields = {**self.spec.fixed.get(rule, {}), **params}
+        sets = [f"--set={path}={_yaml_value(value)}" for path, value in fields.items()]
         if self.spec.limit is not None:
             sets.append(f"--set=data.limit={self.spec.limit}")
         return shlex.join(["biotp", "train", str(self.circuits[rule].source), "--algorithm", rule, *sets,
@@ -278,6 +280,8 @@ def configure(circuit: Circuit, params: dict) -> Circuit:
         node: Any = circuit.model_dump(mode="json")
         for i, key in enumerate(keys[:-1]):
             node = node[int(key)] if isinstance(node, list) else node[key]
+            if node is None:  # an optional block left out: `--set` creates it
+                break
             if isinstance(node, list):
                 whole = _replaced(node, keys[i + 1:], value)
                 path, value = ".".join(keys[: i + 1]), whole
@@ -298,7 +302,13 @@ def _replaced(node: Any, keys: list[str], value: Any) -> Any:
 
 def _has_field(circuit: Circuit, path: str) -> bool:
     node: Any = circuit.model_dump(mode="json")
-    for key in path.split("."):
+    keys = path.split(".")
+    for i, key in enumerate(keys):
+        if node is None:  # an optional block left out (data.augment): has it the field by default?
+            try:
+                return _has_field(circuit.with_updates(f"{'.'.join(keys[:i])}={{}}"), path)
+            except ConfigError:
+                return False
         if isinstance(node, list) and key.isdigit() and int(key) < len(node):
             node = node[int(key)]
         elif isinstance(node, dict) and key in node:

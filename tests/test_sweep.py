@@ -8,6 +8,7 @@ import concurrent.futures
 import math
 import multiprocessing
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -344,6 +345,20 @@ def test_best_to_writes_the_second_stage_a_sweep_of_each_rules_best_configuratio
         ["bp trial 0 (config 0, seed 3)", "bp trial 1 (config 0, seed 4)"]  # nothing searched, nothing listed
     for t in done:  # each trial is the best configuration trained as `biotp train --set` would
         assert_same_metrics(t.user_attrs["run"], reference("bp", best, t.user_attrs["seed"], epochs=2, limit=None))
+    # the command a run file records (fixed fields included) trains that run again
+    run = done[0].user_attrs["run"]
+    argv = shlex.split(open_run(run).attrs["command"])
+    argv[argv.index("--out") + 1] = str(tmp_path / "again.h5")
+    assert argv[:2] == ["biotp", "train"] and {a.split("=")[1] for a in argv if a.startswith("--set=")} == set(best)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // 2))  # as the trial's worker had
+    try:
+        assert main([*argv[1:], "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert_same_metrics(tmp_path / "again.h5", open_run(run).metrics)
     assert main(["sweep", search.source, "--out", str(search.out), "--report", "--best-to", str(path)]) == 2  # kept
 
 
@@ -373,6 +388,19 @@ def test_a_changed_sweep_file_does_not_continue_the_study(local_sweeps):
     with pytest.raises(ConfigError, match=r"other epochs; only search.trials may change"):
         run_sweep(load_sweep(changed, out=sweep.out), workers=1, log=lambda line: None)
 
+
+def test_a_field_of_an_optional_block_the_circuit_leaves_out_can_be_fixed_and_searched(tmp_path):
+    # circuits/mlp.yaml has no data.augment block; --set data.augment.noise=... creates one
+    path = write_sweep(tmp_path, "noise", {"sampler": "grid", "space": {"data.augment.noise": {"categorical": [0.0, 0.2]}}},
+                       rules=["dtp", "bp"], fixed={"bp": {"data.augment.flip": "horizontal"}})
+    sweep = load_sweep(path)
+    assert set(sweep.spaces["dtp"]) == set(sweep.spaces["bp"]) == {"data.augment.noise"}
+    circuit = sweep.trial_circuit("bp", {"data.augment.noise": 0.2}, seed=0)
+    assert (circuit.data.augment.noise, circuit.data.augment.flip) == (0.2, "horizontal")
+    assert sweep.circuits["dtp"].data.augment is None  # what is not asked is not added
+    bad = write_sweep(tmp_path, "bad", {"sampler": "grid", "space": {"data.augment.nois": {"categorical": [0.1]}}})
+    with pytest.raises(ConfigError, match=r"search.space.data.augment.nois: .*has no field 'data.augment.nois'"):
+        load_sweep(bad)
 
 @pytest.mark.parametrize("name", ["mlp_digits", "dtp_mnist_7x240", "bartunov_mnist_fc"])
 def test_shipped_sweeps_are_valid(name):
