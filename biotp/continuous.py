@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from .progress import bar as progress_bar
 
+from .augment import augment
 from .circuit import Circuit
 from .engines.base import Parameters, check_finite
 from .errors import BiotpError
@@ -100,7 +101,7 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     total = circuit.schedule.epochs
     for epoch in range(start, total + 1):
         t0 = time.perf_counter()
-        stats = _epoch(eng, model, circuit, data["train"], epoch, progress, ref)
+        stats = _epoch(eng, model, circuit, data["train"], splits.train.input_shape, epoch, progress, ref)
         seconds = time.perf_counter() - t0
         if epoch % circuit.schedule.eval_every == 0 or epoch == total:  # else only the checkpoint is written
             evaluated = {k: v for k, v in data.items() if k != "train" or circuit.schedule.eval_train}
@@ -123,24 +124,28 @@ def train_continuous(circuit: Circuit | None = None, *, engine: str = "torch", o
     return {k: np.asarray(v, dtype=float) for k, v in metrics.items()}
 
 
-def _epoch(eng, model, circuit: Circuit, train, epoch: int, progress: bool, ref=None) -> dict:
-    """One pass over the training set in `biotp train`'s batches; the settling statistics."""
+def _epoch(eng, model, circuit: Circuit, train, shape, epoch: int, progress: bool, ref=None) -> dict:
+    """One pass over the training set in `biotp train`'s batches (augmented as `data.augment`
+    says, from the same draws: inputs of `shape`); the settling statistics."""
     x, y = train
     g = torch.Generator().manual_seed(circuit.seed * 100_003 + epoch)  # the fast path's order
     order = torch.randperm(len(x), generator=g).to(x.device)
-    bs = circuit.data.batch_size
+    bs, aug = circuit.data.batch_size, circuit.data.augment
     steps, residual = defaultdict(list), defaultdict(float)
     bar = progress_bar(total=len(x), desc=f"epoch {epoch}", unit="ex", unit_scale=True, leave=False, disable=not progress, lines=None)
     for b, i in enumerate(range(0, len(x), bs)):
         idx = order[i : i + bs]
+        xb, yb = x[idx], y[idx]
+        if aug is not None:
+            xb = augment(xb, shape, aug, g)
         if ref is not None:
-            ref.expect(eng.parameters(), x[idx], y[idx])
-        p = eng.present(x[idx], y[idx], record={})
+            ref.expect(eng.parameters(), xb, yb)
+        p = eng.present(xb, yb, record={})
         spec = circuit.dynamics
         check_finite(p, eng.parameters(), model, f"epoch {epoch}, batch {b} (the presentation starting "
                      f"{b * (spec.forward_phase + spec.target_phase):.4g} s into the epoch's simulated time)")
         if ref is not None:
-            ref.compare(eng.parameters(), x[idx], y[idx])
+            ref.compare(eng.parameters(), xb, yb)
         for name, phase in (("forward", p.forward), ("target", p.target)):
             steps[name].append(phase.steps)
             residual[name] = max(residual[name], max(phase.residual.values(), default=0.0))

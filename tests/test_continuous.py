@@ -50,6 +50,26 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, reference):
     assert resumed.attrs["kind"] == "continuous" and int(resumed.checkpoint["epoch"]) == 2
 
 
+def test_the_batches_are_the_fast_paths_augmentation_included(monkeypatch):
+    from biotp.engines.torch import TorchEngine
+    from biotp.training import Session
+
+    c = circuit("data.augment.noise=0.2", "data.augment.flip=horizontal", "data.limit=64")
+    seen, present = [], TorchEngine.present
+
+    def recording(self, x, y, *args, **kwargs):
+        seen.append((x.clone(), y.clone()))
+        return present(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(TorchEngine, "present", recording)
+    train_continuous(c, epochs=1, progress=False)
+    fast = list(Session(c, device="cpu").batches(1))
+    assert len(seen) == len(fast) > 1
+    for (x, y), (xf, yf) in zip(seen, fast):
+        assert torch.equal(y, yf) and torch.equal(x, xf.flatten(1).to(x.dtype))
+    clean = list(Session(load_circuit(MLP, FAST + ["data.limit=64"]), device="cpu").batches(1))
+    assert not torch.equal(seen[0][0], clean[0][0].flatten(1))  # augmented, not the plain batch
+
 def test_divergence_names_the_population_or_projection_and_when():
     with pytest.raises(DivergenceError, match=r"diverged at epoch 1, batch \d+ .*: (layer\d\.(h|tgt|b) is|forward\.layer\d "
                                               r"weights) not finite"):
