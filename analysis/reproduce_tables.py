@@ -364,6 +364,10 @@ REPRODUCTIONS = [
                  f"{SWEEPS}/dtp_mnist_stochastic_seeds.yaml", "dtp"),
     Reproduction("002 Table 3.1", "stochastic binary 784-200-200-10", "BP, straight-through", 1.71, "best_val",
                  f"{SWEEPS}/dtp_mnist_stochastic_seeds.yaml", "bp"),
+    Reproduction("002 Table 3.1", "stochastic binary 784-200-200-10, the code's input noise", "DTP", 1.54, "best_val",
+                 f"{SWEEPS}/dtp_mnist_stochastic_input_noise_seeds.yaml", "dtp"),
+    Reproduction("002 Table 3.1", "stochastic binary 784-200-200-10, the code's input noise", "BP, straight-through",
+                 1.71, "best_val", f"{SWEEPS}/dtp_mnist_stochastic_input_noise_seeds.yaml", "bp"),
     *(Reproduction("004 Table 1a", "5 × FC 256 tanh", method, paper, "final", f"{SWEEPS}/bartunov_mnist_fc_searched.yaml", rule)
       for method, rule, paper in [("DTP, alternating", "dtp", 1.83), ("SDTP, alternating", "sdtp", 2.28),
                                   ("AO-SDTP, alternating", "ao_sdtp", 1.86), ("FA", "fa", 1.85), ("DFA", "dfa", 2.75),
