@@ -70,30 +70,31 @@ def curves_over_seeds(runs):
     """Learning curves of several rules, each the mean ± s.d. (a band) over its seeds' runs:
     training loss, and training (dashed) and test (solid) error in %, as the papers draw them
     (seed 002 Figs. 3.2-3.3, seed 004 Fig. 4).  `runs`: rule -> run groups.  Columns a circuit
-    does not record (all nan, e.g. `schedule.eval_train: false`) are left out."""
+    does not record (all nan, e.g. `schedule.eval_train: false`) are left out, and a panel
+    with nothing to draw."""
     groups = {rule: list(gs) for rule, gs in runs.items() if gs}
     if not groups:
         raise BiotpError("curves over seeds: no runs")
     first = next(iter(groups.values()))[0]
     tables = {rule: [metrics(g) for g in gs] for rule, gs in groups.items()}  # read once
     x_name = next(iter(tables.values()))[0][0]
-    kinds = [(loss_label(first, "training loss"), ["train_loss"], 1.0), ("error (%)", ["train_error", "test_error"], 100.0)]
+    kinds = []  # (name, scale, [(rule index, column, x, mean, sd)])
+    for name, columns, scale in [("loss", ["train_loss"], 1.0), ("error", ["train_error", "test_error"], 100.0)]:
+        series = [(i, col, *over_seeds(ts, col)) for i, ts in enumerate(tables.values()) for col in columns
+                  if all(col in cols for _, _, cols in ts)]
+        series = [s for s in series if np.isfinite(s[3]).any()]
+        if series:
+            kinds.append((name, scale, series))
+    if not kinds:
+        raise BiotpError("curves over seeds: the runs record no train_loss, train_error or test_error")
     fig, axes = panels(len(kinds), ncols=2)
-    for ax, (ylabel, columns, scale) in zip(axes, kinds):
-        drawn = []
-        for i, (rule, ts) in enumerate(tables.items()):
-            for col in columns:
-                if not all(col in cols for _, _, cols in ts):
-                    continue
-                x, mean, sd = over_seeds(ts, col)
-                if not np.isfinite(mean).any():
-                    continue
-                ax.plot(x, scale * mean, column_style(col), color=color(i))
-                ax.fill_between(x, scale * (mean - sd), scale * (mean + sd), color=color(i), alpha=0.2, lw=0)
-                drawn += [col] * (col not in drawn)
-        if not drawn:
-            note(ax, "not recorded by these runs")
-        ax.set(xlabel=x_name, ylabel=ylabel)
+    for ax, (name, scale, series) in zip(axes, kinds):
+        for i, col, x, mean, sd in series:
+            ax.plot(x, scale * mean, column_style(col), color=color(i))
+            ax.fill_between(x, scale * (mean - sd), scale * (mean + sd), color=color(i), alpha=0.2, lw=0)
+        drawn = list(dict.fromkeys(col for _, col, *_ in series))
+        label = drawn[0].replace("_", " ") if len(drawn) == 1 else name  # one column: named on the axis
+        ax.set(xlabel=x_name, ylabel=loss_label(first, label) if name == "loss" else f"{label} (%)")
         key_legend(ax, [f"{rule} ({len(ts)} seed{'s' * (len(ts) > 1)})" for rule, ts in tables.items()], drawn)
     return fig
 
