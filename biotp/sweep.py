@@ -904,7 +904,6 @@ def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> lis
     import h5py
 
     from .plots.curves import curves_over_seeds
-    from .runs import open_run
 
     metric, paths = sweep.spec.objective.metric, []
     fig, axes = plt.subplots(1, len(studies), figsize=(4.5 * len(studies), 3.5), squeeze=False)
@@ -920,17 +919,16 @@ def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> lis
         ax.set(title=f"{sweep.name}: {rule}", xlabel="trial", ylabel=f"{metric} ({sweep.spec.objective.at})")
         ax.legend(fontsize=7)
     paths.append(_save(fig, sweep.out / "history.png"))
-    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
-    for ax, r in zip(axes[0], results.values()):
-        for run, seed in zip(r.runs, r.seeds):
-            m = open_run(run).metrics
-            ax.plot(m["epoch"], m[metric], label=f"seed {seed}")
-        ax.set(title=f"{r.rule}: best configuration", xlabel="epoch", ylabel=metric)
-        if r.runs:
-            ax.legend(fontsize=7)
-    paths.append(_save(fig, sweep.out / "validation.png"))
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:  # the best runs' files, open for both figures (only /metrics is read)
         runs = {r.rule: [stack.enter_context(h5py.File(run, "r")) for run in r.runs] for r in results.values()}
+        fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.5), squeeze=False)
+        for ax, r in zip(axes[0], results.values()):
+            for f, seed in zip(runs[r.rule], r.seeds):
+                ax.plot(f["metrics/epoch"][()], f["metrics"][metric][()], label=f"seed {seed}")
+            ax.set(title=f"{r.rule}: best configuration", xlabel="epoch", ylabel=metric)
+            if r.runs:
+                ax.legend(fontsize=7)
+        paths.append(_save(fig, sweep.out / "validation.png"))
         if any(runs.values()):
             paths.append(_save(curves_over_seeds(runs), sweep.out / "curves.png"))
     importances = {}
