@@ -34,5 +34,6 @@ def interrupted(tmp_path):
         assert_same_tree({k: v for k, v in whole.metrics.items() if k not in TIMING},
                          {k: v for k, v in resumed.metrics.items() if k not in TIMING}, "metrics")
         assert_same_tree(whole.checkpoint, resumed.checkpoint, "checkpoint")
+        assert "resumes" not in whole.attrs and len(resumed.attrs["resumes"].splitlines()) == 1  # the file says so
         return whole, resumed
     return run

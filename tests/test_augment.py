@@ -118,7 +118,8 @@ def test_noise_reaches_training_batches_only(circuits):
 
 def test_resumed_augmented_run_equals_uninterrupted(interrupted, circuits):
     _, aug = circuits
-    interrupted(train, aug, 2, 3)
+    _, resumed = interrupted(train, aug, 2, 3)
+    assert resumed.circuit.data.augment == aug.data.augment and aug.data.augment.crop_padding == 2  # from the file alone
 
 
 @pytest.mark.parametrize("overrides, expected", [

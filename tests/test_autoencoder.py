@@ -104,7 +104,9 @@ def test_autoencoders_lower_their_reconstruction_error_on_digits(circuit_file, a
 
 
 def test_denoising_run_resumes_exactly(interrupted):
-    interrupted(train, biotp.load_circuit("circuits/dtp_mnist_dae.yaml", DIGITS_DAE + ["data.limit=400"]), 2, 3)
+    c = biotp.load_circuit("circuits/dtp_mnist_dae.yaml", DIGITS_DAE + ["data.limit=400"])
+    _, resumed = interrupted(train, c, 2, 3)
+    assert resumed.circuit.autoencoder == c.autoencoder and c.autoencoder.corruption == 0.3  # from the file alone
 
 
 @pytest.mark.parametrize("overrides, expected", [
