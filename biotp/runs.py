@@ -293,9 +293,15 @@ def metrics_table(metrics: Mapping[str, Any]) -> str:
     names = sorted(metrics, key=lambda n: (n not in ("epoch", "trial", "time", "phase"), n not in ("epoch", "trial")))
     if not names:
         return "(no metrics)"
-    rows = [names] + [[_fmt(metrics[n][i]) for n in names] for i in range(len(metrics[names[0]]))]
-    widths = [max(len(r[j]) for r in rows) for j in range(len(names))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+    return aligned([names] + [[_fmt(metrics[n][i]) for n in names] for i in range(len(metrics[names[0]]))])
+
+
+def aligned(rows: list[list[str]], left: tuple[int, ...] = ()) -> str:
+    """Rows of cells as text, each column aligned to its widest cell: right (numbers) but the
+    columns `left` (text)."""
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in rows)
 
 
 def _fmt(x) -> str:

@@ -21,6 +21,7 @@ run file ends at the epoch before the one that stopped it (the study holds that 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import fcntl
@@ -28,6 +29,7 @@ import itertools
 import math
 import os
 import shlex
+import sqlite3
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -890,6 +892,50 @@ def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
         except KeyError:
             raise BiotpError(missing) from None
     return studies
+
+
+def describe_storage(path: str | Path) -> str:
+    """`biotp inspect study.db`: every study a sweep's SQLite storage holds (one per rule), each
+    trial's state, seed, configuration, objective value and run file, and each configuration's
+    values — read from the storage alone, without the sweep file (whose `--report` gives the
+    mean ± s.d. over seeds)."""
+    import optuna
+
+    from .runs import aligned
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(path)
+    with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:  # Optuna would add its tables
+        tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    storage = storage_for(f"sqlite:///{path.resolve()}") if "studies" in tables else None
+    names = optuna.study.get_all_study_names(storage) if storage else []
+    if not names:
+        raise BiotpError(f"{path}: an SQLite database with no Optuna study in it; expected a sweep's study.db")
+    lines = [f"{path}: the Optuna studies of a sweep, one per rule; `biotp sweep SWEEP.yaml --report` "
+             f"summarises them over seeds"]
+    for name in names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        objective, trials = study.user_attrs.get("sweep", {}).get("objective", {}), study.get_trials(deepcopy=False)
+        counts = collections.Counter(t.state.name.lower() for t in trials)
+        lines += ["", f"study {name} ({objective.get('direction', study.direction.name.lower())} "
+                      f"{objective.get('metric', 'the objective')} at {objective.get('at', '?')}; output "
+                      f"{study.user_attrs.get('out', '?')}): {len(trials)} trials"
+                      + "".join(f", {n} {state}" for state, n in sorted(counts.items()))]
+        if not trials:
+            continue
+        out, configs = Path(study.user_attrs.get("out", "/")), {}
+        rows = [["trial", "state", "seed", "config", "value", "run", "note"]]
+        for t in trials:
+            run, a = t.user_attrs.get(RUN, ""), t.user_attrs
+            note = (f"resumed by trial {a[REPLACED_BY]}" if REPLACED_BY in a else a.get(ABANDONED)
+                    or (f"error: {a[ERROR]}" if ERROR in a else ""))
+            configs.setdefault(a.get(CONFIG), t.params)
+            rows.append([str(t.number), t.state.name.lower(), str(a.get(SEED, "")), str(a.get(CONFIG, "")),
+                         "" if t.value is None else f"{t.value:.4g}",
+                         str(Path(run).relative_to(out)) if run and Path(run).is_relative_to(out) else run, note])
+        lines.append(aligned(rows, left=(1, 5, 6)))
+        lines += [f"config {c}: {_format_params(params) or '(nothing searched)'}" for c, params in configs.items()]
+    return "\n".join(lines)
 
 
 def _figures(sweep: Sweep, studies: dict, results: dict[str, RuleResult]) -> list[Path]:

@@ -154,6 +154,43 @@ def test_report_of_a_running_sweep_shows_the_seeds_done_and_best_to_waits(local_
     assert report(grid, figures=False).results["bp"].complete
 
 
+def test_inspect_lists_every_trial_of_the_study_from_the_storage_alone(local_sweeps, capsys):
+    """`biotp inspect study.db`: one row per trial (its seed, configuration, value and run file)
+    and each configuration's values, checked against the trials' own run files."""
+    sweep = local_sweeps["grid"]
+    assert main(["inspect", str(sweep.out / "study.db")]) == 0
+    text = capsys.readouterr().out
+    assert f"study {sweep.name}-bp (minimize val_error at best; output {sweep.out.resolve()}): 8 trials, 8 complete" in text
+    rows = {int(line.split()[0]): line.split() for line in text.splitlines() if line.split()[:1] and line.split()[0].isdigit()}
+    runs = sorted((sweep.out / "bp").glob("trial-*.h5"))
+    assert sorted(rows) == list(range(len(runs))) == list(range(8))
+    configs = {}
+    for run in runs:
+        number = int(run.stem.split("-")[1])
+        with h5py.File(run) as f:  # the trial's own record: its command and validation curve
+            command = shlex.split(f.attrs["command"])
+            value = float(np.min(f["metrics/val_error"][()]))
+        trial, state, seed, config, shown, path = rows[number]
+        assert (state, int(seed), path) == ("complete", int(command[command.index("--seed") + 1]), f"bp/{run.name}")
+        assert float(shown) == pytest.approx(value, rel=1e-3)
+        sets = dict(a.removeprefix("--set=").split("=") for a in command if a.startswith("--set="))
+        configs.setdefault(config, set()).add((float(sets["optimizer.lr"]), int(sets["data.batch_size"])))
+    assert len(configs) == 4 and all(len(v) == 1 for v in configs.values())  # a configuration's seeds agree
+    for config, ((lr, batch),) in configs.items():
+        assert f"config {config}: optimizer.lr={lr:.4g}, data.batch_size={batch}" in text
+
+
+def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).execute("create table t (x)").connection.commit()
+    before = path.read_bytes()
+    assert main(["inspect", str(path)]) == 2
+    assert "empty.db: an SQLite database with no Optuna study in it; expected a sweep's study.db" in capsys.readouterr().err
+    assert path.read_bytes() == before  # not made into a study storage
+
+
 def test_report_names_a_configuration_with_nothing_searched_as_the_circuits_own(tmp_path):
     sweep = load_sweep(write_sweep(tmp_path, "plain", GRID, seeds=[0]))
     done = RuleResult("bp", 0, {}, [0], [tmp_path / "trial-0000.h5"], [0.1], [0.02], [0.03], complete=True,

@@ -27,6 +27,7 @@ EPILOG = """examples:
   biotp plot runs/cmp.h5 -o figures                 learning curves, angles, traces, residuals
   biotp sweep analysis/sweeps/mlp_digits.yaml       hyperparameter search (Optuna); rerun to resume
   biotp sweep analysis/sweeps/mlp_digits.yaml --report   best configuration per rule, errors over seeds
+  biotp inspect runs/sweeps/mlp_digits/study.db     every trial of a sweep: state, seed, value, run file
   biotp export runs/sim.h5 --nwb runs/sim.nwb       a simulate or protocol run file as NWB
   biotp data list                                   which datasets are present
 """
