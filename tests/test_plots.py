@@ -146,7 +146,7 @@ def test_curves_over_seeds_draw_each_rules_mean_and_spread(tmp_path):
     band = error.collections[1].get_paths()[0].vertices[:, 1]  # dtp's test band: mean ± s.d., in %
     assert band.max() == pytest.approx(100 * (0.4 + 0.02 ** 0.5)) and band.min() == pytest.approx(100 * (0.2 - 0.02 ** 0.5))
     legend = [t.get_text() for t in error.get_legend().get_texts()]
-    assert legend == ["dtp (2 seeds)", "bp (1 seed)", "train_error", "test_error"]
+    assert legend == ["dtp (2 seeds)", "bp (1 seed)", "train_error", "test_error"] and loss.get_legend() is None
     assert (loss.get_ylabel(), error.get_ylabel()) == ("train loss (a.u.)", "error (%)")
     with h5py.File(paths["bp"][0]) as f:  # test error only: one panel, the column on its axis
         fig = curves_over_seeds({"bp": [f]})

@@ -180,6 +180,36 @@ def test_inspect_lists_every_trial_of_the_study_from_the_storage_alone(local_swe
         assert f"config {config}: optimizer.lr={lr:.4g}, data.batch_size={batch}" in text
 
 
+def test_sweep_curves_draw_each_sweeps_best_configuration_over_its_seeds(local_sweeps, tmp_path):
+    """analysis/sweep_curves.py: one curve per sweep and rule, the mean over the seeds of the
+    configuration with the best mean objective, found here from the run files alone."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sweep_curves", Path(__file__).parents[1] / "analysis" / "sweep_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    files = [write_sweep(tmp_path, name, search, out=str(local_sweeps[name].out)) for name, search in (("grid", GRID), ("random", RANDOM))]
+    expected = []
+    for name in ("grid", "random"):
+        by_config: dict = {}
+        for run in sorted((local_sweeps[name].out / "bp").glob("trial-*.h5")):
+            with h5py.File(run) as f:
+                circuit = yaml.safe_load(f.attrs["circuit_yaml"])
+                by_config.setdefault((circuit["optimizer"]["lr"], circuit["data"]["batch_size"]), []).append(
+                    (f["metrics/val_error"][()].min(), f["metrics/test_error"][()]))
+        best = min(by_config.values(), key=lambda runs: np.mean([v for v, _ in runs]))
+        expected.append(100 * np.mean([test for _, test in best], axis=0))
+    fig = module.sweep_curves(files, ["grid best", "random best"], error_max=50)
+    error = next(ax for ax in fig.axes if ax.get_ylabel().endswith("(%)"))
+    tests = [line for line in error.get_lines() if line.get_linestyle() == "-"]
+    assert [line.get_color() for line in tests] == ["C0", "C1"] and error.get_ylim() == (0, 50)
+    for line, mean in zip(tests, expected):
+        np.testing.assert_allclose(line.get_ydata(), mean, rtol=1e-6)
+    assert [t.get_text() for t in error.get_legend().get_texts()][:2] == ["grid best (2 seeds)", "random best (2 seeds)"]
+    with pytest.raises(BiotpError, match=r"--label: expected 2 distinct labels, one per curve \(grid: bp, random: bp\)"):
+        module.sweep_curves(files, ["one"])
+
+
 def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):
     import sqlite3
 

@@ -95,7 +95,8 @@ def curves_over_seeds(runs):
         drawn = list(dict.fromkeys(col for _, col, *_ in series))
         label = drawn[0].replace("_", " ") if len(drawn) == 1 else name  # one column: named on the axis
         ax.set(xlabel=x_name, ylabel=loss_label(first, label) if name == "loss" else f"{label} (%)")
-        key_legend(ax, [f"{rule} ({len(ts)} seed{'s' * (len(ts) > 1)})" for rule, ts in tables.items()], drawn)
+        if ax is axes[-1]:  # one key for all panels: the colours are the same rules in each
+            key_legend(ax, [f"{rule} ({len(ts)} seed{'s' * (len(ts) > 1)})" for rule, ts in tables.items()], drawn)
     return fig
 
 
