@@ -7,7 +7,7 @@ estimator, BP with W1 fixed):
     python analysis/sweep_curves.py analysis/sweeps/dtp_mnist_sign_seeds.yaml \\
         analysis/sweeps/dtp_mnist_sign_fixed_w1_seeds.yaml \\
         --label DTP --label "BP, straight-through" --label "BP, W1 fixed" \\
-        --error-max 5 --out analysis/figures/dtp_mnist_sign_curves.png
+        --error-max 5 --log-loss --out analysis/figures/dtp_mnist_sign_curves.png
 
 Curves are labelled by rule (by "sweep: rule" when several sweeps are given), or by --label,
 once per curve in the sweeps' and their rules' order.  Only trials that have finished count;
@@ -28,9 +28,11 @@ from biotp.plots.curves import curves_over_seeds
 from biotp.sweep import best_of, load_studies, load_sweep
 
 
-def sweep_curves(sweep_files: list[str | Path], labels: list[str] | None = None, error_max: float | None = None):
+def sweep_curves(sweep_files: list[str | Path], labels: list[str] | None = None, error_max: float | None = None,
+                 log_loss: bool = False):
     """The figure of the best configuration's runs of every rule of `sweep_files`; the error
-    axis from 0 to `error_max` % (default: all of it)."""
+    axis from 0 to `error_max` % (default: all of it), the loss axis logarithmic with `log_loss`
+    (a loss that falls by decades, as a net fitting its training set)."""
     curves = []  # (default label, run files)
     for path in sweep_files:
         sweep = load_sweep(path)
@@ -50,6 +52,8 @@ def sweep_curves(sweep_files: list[str | Path], labels: list[str] | None = None,
     for ax in fig.axes:
         if error_max is not None and ax.get_ylabel().endswith("(%)"):
             ax.set_ylim(0, error_max)
+        if log_loss and "loss" in ax.get_ylabel():
+            ax.set_yscale("log")
     return fig
 
 
@@ -60,11 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="the figure's file (.png or .pdf)")
     p.add_argument("--label", action="append", help="a curve's label, once per rule of each sweep, in order")
     p.add_argument("--error-max", type=float, metavar="PCT", help="the error axis from 0 to PCT %% (default: all)")
+    p.add_argument("--log-loss", action="store_true", help="the training loss on a logarithmic axis")
     args = p.parse_args(argv)
     if args.error_max is not None and not args.error_max > 0:
         p.error(f"--error-max {args.error_max}: expected a percentage above 0")
     try:
-        fig = sweep_curves(args.sweeps, args.label, args.error_max)
+        fig = sweep_curves(args.sweeps, args.label, args.error_max, args.log_loss)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.out, dpi=110, bbox_inches="tight")
         print(args.out)

@@ -199,8 +199,9 @@ def test_sweep_curves_draw_each_sweeps_best_configuration_over_its_seeds(local_s
                     (f["metrics/val_error"][()].min(), f["metrics/test_error"][()]))
         best = min(by_config.values(), key=lambda runs: np.mean([v for v, _ in runs]))
         expected.append(100 * np.mean([test for _, test in best], axis=0))
-    fig = module.sweep_curves(files, ["grid best", "random best"], error_max=50)
+    fig = module.sweep_curves(files, ["grid best", "random best"], error_max=50, log_loss=True)
     error = next(ax for ax in fig.axes if ax.get_ylabel().endswith("(%)"))
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "linear"]  # loss, error
     tests = [line for line in error.get_lines() if line.get_linestyle() == "-"]
     assert [line.get_color() for line in tests] == ["C0", "C1"] and error.get_ylim() == (0, 50)
     for line, mean in zip(tests, expected):
