@@ -320,6 +320,8 @@ def run_file(path: str | Path, expected: str | None = None) -> Iterator[h5py.Fil
     wanted = f"; expected {expected}" if expected else ""
     if not path.exists():
         raise BiotpError(f"{path}: no such run file{wanted}")
+    if path.is_dir():
+        raise BiotpError(f"{path}: a directory, not a run file{wanted or '; expected an HDF5 file'}")
     try:
         f = h5py.File(path, "r")
     except OSError as err:

@@ -38,6 +38,8 @@ def test_errors_exit_2_with_message(tmp_path, capsys):
     assert str(tmp_path) in err and "biotp data fetch mnist" in err
     assert main(["inspect", str(tmp_path / "nope.h5")]) == 2
     assert "no such run file" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"biotp: error: {tmp_path}: a directory, not a run file; expected an HDF5 file\n"
 
 
 def test_data_list(capsys, tmp_path):
