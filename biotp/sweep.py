@@ -905,8 +905,11 @@ def describe_storage(path: str | Path) -> str:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(path)
-    with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:  # Optuna would add its tables
-        tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:  # Optuna would add its tables
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise BiotpError(f"{path}: not a readable SQLite database ({err}); expected a sweep's study.db") from None
     storage = storage_for(f"sqlite:///{path.resolve()}") if "studies" in tables else None
     names = optuna.study.get_all_study_names(storage) if storage else []
     if not names:

@@ -220,6 +220,9 @@ def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 2
     assert "empty.db: an SQLite database with no Optuna study in it; expected a sweep's study.db" in capsys.readouterr().err
     assert path.read_bytes() == before  # not made into a study storage
+    path.write_bytes(before[:100])  # a header, and the rest cut off
+    assert main(["inspect", str(path)]) == 2
+    assert "empty.db: not a readable SQLite database (database disk image is malformed)" in capsys.readouterr().err
 
 
 def test_report_names_a_configuration_with_nothing_searched_as_the_circuits_own(tmp_path):
