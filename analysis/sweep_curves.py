@@ -68,10 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.error_max is not None and not args.error_max > 0:
         p.error(f"--error-max {args.error_max}: expected a percentage above 0")
+    if Path(args.out).suffix not in (".png", ".pdf"):  # checked before the studies are read
+        p.error(f"--out {args.out}: expected a .png or .pdf file")
     try:
         fig = sweep_curves(args.sweeps, args.label, args.error_max, args.log_loss)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=110, bbox_inches="tight")
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(args.out, dpi=110, bbox_inches="tight")
+        except OSError as err:
+            raise BiotpError(f"--out {args.out}: cannot write the figure ({err.strerror or err})") from None
         print(args.out)
     except BiotpError as err:
         print(f"sweep_curves: error: {err}", file=sys.stderr)

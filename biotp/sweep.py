@@ -926,7 +926,7 @@ def describe_storage(path: str | Path) -> str:
                       + "".join(f", {n} {state}" for state, n in sorted(counts.items()))]
         if not trials:
             continue
-        out, configs = Path(study.user_attrs.get("out", "/")), {}
+        out, configs = study.user_attrs.get("out"), {}  # runs are shown relative to the sweep's output
         rows = [["trial", "state", "seed", "config", "value", "run", "note"]]
         for t in trials:
             run, a = t.user_attrs.get(RUN, ""), t.user_attrs
@@ -935,7 +935,7 @@ def describe_storage(path: str | Path) -> str:
             configs.setdefault(a.get(CONFIG), t.params)
             rows.append([str(t.number), t.state.name.lower(), str(a.get(SEED, "")), str(a.get(CONFIG, "")),
                          "" if t.value is None else f"{t.value:.4g}",
-                         str(Path(run).relative_to(out)) if run and Path(run).is_relative_to(out) else run, note])
+                         str(Path(run).relative_to(out)) if out and run and Path(run).is_relative_to(out) else run, note])
         lines.append(aligned(rows, left=(1, 5, 6)))
         lines += [f"config {c}: {_format_params(params) or '(nothing searched)'}" for c, params in configs.items()]
     return "\n".join(lines)

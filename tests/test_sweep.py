@@ -209,6 +209,12 @@ def test_sweep_curves_draw_each_sweeps_best_configuration_over_its_seeds(local_s
     assert [t.get_text() for t in error.get_legend().get_texts()][:2] == ["grid best (2 seeds)", "random best (2 seeds)"]
     with pytest.raises(BiotpError, match=r"--label: expected 2 distinct labels, one per curve \(grid: bp, random: bp\)"):
         module.sweep_curves(files, ["one"])
+    with pytest.raises(SystemExit):  # argparse's usage error, before any study is read
+        module.main([str(files[0]), "--out", str(tmp_path / "curves.xyz")])
+    (tmp_path / "a_file").write_text("")
+    assert module.main([str(files[0]), "--out", str(tmp_path / "a_file" / "curves.png")]) == 2
+    assert module.main([str(files[0]), "--out", str(tmp_path / "figures" / "curves.png")]) == 0
+    assert (tmp_path / "figures" / "curves.png").stat().st_size > 0
 
 
 def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):
