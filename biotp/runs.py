@@ -330,6 +330,19 @@ def run_file(path: str | Path, expected: str | None = None) -> Iterator[h5py.Fil
         yield f
 
 
+def copy_record(source: str | Path, target: str | Path) -> None:
+    """Copy a run file without its /checkpoint: the record of the run (attributes, metrics,
+    traces) without the state it would resume from, a few kilobytes where the checkpoint
+    holds megabytes of parameters and optimiser state.  Written atomically."""
+    with run_file(source) as f, atomic_output(target) as scratch, h5py.File(scratch, "w") as g:
+        for key, value in f.attrs.items():
+            g.attrs[key] = value
+        g.attrs["record_of"] = "the run file without /checkpoint (it cannot be resumed)"
+        for name in f:
+            if name != "checkpoint":
+                f.copy(f[name], g, name=name)
+
+
 def open_run(path: str | Path) -> Run:
     """Read a run file written by biotp (or any file with the same layout)."""
     path = Path(path)

@@ -386,6 +386,14 @@ def _probe_values(param: Param) -> list:
 RUN, CONFIG, SEED, RULE, REPLACED_BY, ABANDONED, ERROR = "run", "config", "seed", "rule", "replaced_by", "abandoned", "error"
 
 
+def run_file_of(attrs: dict, study, out: Path) -> Path:
+    """A trial's run file where its sweep directory is now: the study records it under the
+    directory the study was made in (study attr `out`), and a sweep directory may since have
+    been moved, copied from a cluster, or archived (`archive`)."""
+    run, made = Path(attrs[RUN]), study.user_attrs.get("out")
+    return out.resolve() / run.relative_to(made) if made and run.is_relative_to(made) else run
+
+
 def storage_for(url: str):
     """An Optuna storage; SQLite waits for the lock instead of failing when workers write at once."""
     import optuna
@@ -590,11 +598,11 @@ class Driver:
     # -------------------------------------------------------------------- running
     def task(self, s: _Study, trial, threads: int | None, threads_per_host: dict) -> TrialTask:
         attrs, params = trial.user_attrs, trial.params
-        seed = attrs[SEED]
+        seed, run = attrs[SEED], run_file_of(attrs, s.study, self.sweep.out)
         return TrialTask(
             storage=self.storage_url, study=s.study.study_name, trial_id=trial._trial_id,
-            circuit=self.sweep.trial_circuit(s.rule, params, seed), run=attrs[RUN],
-            command=self.sweep.train_command(s.rule, params, seed, Path(attrs[RUN])),
+            circuit=self.sweep.trial_circuit(s.rule, params, seed), run=str(run),
+            command=self.sweep.train_command(s.rule, params, seed, run),
             objective=self.sweep.spec.objective, pruner=self.sweep.search.pruning(),
             threads=threads, threads_per_host=threads_per_host,
             data_dir=None if self.data_dir is None else str(self.data_dir))
@@ -820,7 +828,7 @@ def best_of(sweep: Sweep, rule: str, study) -> RuleResult:
     sign = 1 if sweep.spec.objective.direction == "minimize" else -1
     config = min(candidates, key=lambda c: (sign * np.mean([t.value for t in candidates[c]]), c))
     trials = sorted(candidates[config], key=lambda t: sweep.spec.seeds.index(t.user_attrs[SEED]))
-    runs = [Path(t.user_attrs[RUN]) for t in trials]
+    runs = [run_file_of(t.user_attrs, study, sweep.out) for t in trials]
     finals, at_best, train = [], [], []
     for run in runs:
         m = open_run(run).metrics
@@ -892,6 +900,47 @@ def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
         except KeyError:
             raise BiotpError(missing) from None
     return studies
+
+
+def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[str, int]:
+    """Copy the sweep to `dest`, a new directory: its studies (an SQLite study.db, whatever
+    storage the sweep used) and its finished trials' run files without their checkpoints — the
+    compact record of a sweep to keep or commit, read as the sweep's directory (`--out DEST`) by
+    `--report`, `biotp inspect DEST/study.db` and analysis/reproduce_tables.py.  A trial still
+    running is copied as it stands, without its run file: the sweep run on `dest` replaces it,
+    as it replaces a killed sweep's, and trains it from the start.  Returns {rule: run files
+    copied}; `dest` appears whole or not at all."""
+    import shutil
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from .runs import copy_record
+
+    dest = Path(dest)
+    if dest.exists():
+        raise BiotpError(f"--archive {dest}: already exists; expected a new directory")
+    studies, source = load_studies(sweep, storage), storage_for(storage or default_storage(sweep))
+    scratch = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    copied = {}
+    try:
+        target = storage_for(f"sqlite:///{(scratch / 'study.db').resolve()}")
+        for rule, study in studies.items():
+            optuna.copy_study(from_study_name=study.study_name, from_storage=source, to_storage=target)
+            copied[rule] = 0
+            for t in optuna.load_study(study_name=study.study_name, storage=target).get_trials(deepcopy=False):
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                    run = run_file_of(t.user_attrs, study, sweep.out)
+                    copy_record(run, scratch / rule / run.name)
+                    copied[rule] += 1
+        target.engine.dispose()
+        os.rename(scratch, dest)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return copied
 
 
 def describe_storage(path: str | Path) -> str:

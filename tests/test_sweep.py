@@ -24,7 +24,7 @@ from biotp.circuit import load_circuit
 from biotp.cli import main
 from biotp.errors import BiotpError, ConfigError
 from biotp.runs import open_run
-from biotp.sweep import RuleResult, SweepReport, load_sweep, report, run_sweep, write_best
+from biotp.sweep import RuleResult, SweepReport, archive, load_sweep, report, run_sweep, write_best
 from biotp.training import train
 
 MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
@@ -215,6 +215,68 @@ def test_sweep_curves_draw_each_sweeps_best_configuration_over_its_seeds(local_s
     assert module.main([str(files[0]), "--out", str(tmp_path / "a_file" / "curves.png")]) == 2
     assert module.main([str(files[0]), "--out", str(tmp_path / "figures" / "curves.png")]) == 0
     assert (tmp_path / "figures" / "curves.png").stat().st_size > 0
+
+
+def test_an_archive_keeps_the_studies_and_records_without_checkpoints_and_reports_alone(local_sweeps, tmp_path, capsys):
+    """`--archive DIR`: the compact record of a finished sweep.  Read as the sweep's directory
+    with the original moved away, it reports what the original reported, from run files that
+    hold the original's metrics and no checkpoint; running the sweep on it trains nothing."""
+    sweep = local_sweeps["random"]
+    before = report(sweep, figures=False).results["bp"]
+    kept = tmp_path / "results" / "random"
+    assert main(["sweep", sweep.source, "--out", str(sweep.out), "--archive", str(kept)]) == 0
+    assert capsys.readouterr().out.strip() == f"archived {sweep.source} to {kept}: bp 4 run files"
+    originals = sorted((sweep.out / "bp").glob("trial-*.h5"))
+    assert sorted(p.name for p in (kept / "bp").iterdir()) == [p.name for p in originals]
+    for original in originals:
+        with h5py.File(original) as f, h5py.File(kept / "bp" / original.name) as g:
+            assert "checkpoint" in f and "checkpoint" not in g
+            assert set(g["metrics"]) == set(f["metrics"])
+            for name in f["metrics"]:
+                np.testing.assert_array_equal(g["metrics"][name][()], f["metrics"][name][()])
+            assert g.attrs["command"] == f.attrs["command"] and g.attrs["circuit_yaml"] == f.attrs["circuit_yaml"]
+        assert (kept / "bp" / original.name).stat().st_size < original.stat().st_size / 5
+    moved = sweep.out.with_name("moved-away")
+    os.rename(sweep.out, moved)
+    try:
+        archived = load_sweep(sweep.source, out=kept)
+        after = report(archived, figures=False).results["bp"]
+        assert (after.config, after.seeds, after.objective) == (before.config, before.seeds, before.objective)
+        assert (after.final_test, after.best_val_test) == (before.final_test, before.best_val_test)
+        assert all(Path(run).parent == kept.resolve() / "bp" for run in after.runs)
+        lines = []
+        run_sweep(archived, workers=1, log=lines.append)
+        assert lines == [] and len(trials_of(archived)) == 4
+        assert main(["sweep", sweep.source, "--out", str(kept), "--archive", str(kept)]) == 2
+        assert "already exists; expected a new directory" in capsys.readouterr().err
+    finally:
+        os.rename(moved, sweep.out)
+    never = load_sweep(write_sweep(tmp_path, "never", RANDOM), out=tmp_path / "never")
+    with pytest.raises(BiotpError, match="no study of this sweep"):
+        archive(never, tmp_path / "never-kept")
+    assert not (tmp_path / "never-kept").exists() and not list(tmp_path.glob("never-kept.tmp-*"))
+
+
+def test_an_archived_unfinished_trial_is_trained_again_from_the_start(tmp_path, pool):
+    from biotp.sweep import Driver
+
+    sweep = load_sweep(write_sweep(tmp_path, "one", RANDOM, seeds=[0]), out=tmp_path / "one")
+    sweep.out.mkdir()
+    driver = Driver(sweep)
+    running = driver.next_trial(driver.studies["bp"])  # taken, as by a sweep killed mid-trial
+    archive(sweep, tmp_path / "kept")
+    kept = load_sweep(sweep.source, out=tmp_path / "kept")
+    (left,) = trials_of(kept)
+    assert left.state.name == "RUNNING" and not (tmp_path / "kept" / "bp").exists()  # no run file to copy
+    run_sweep(kept, workers=2, executor=pool, log=lambda line: None)
+    trials = trials_of(kept)
+    assert trials[0].state.name == "FAIL" and trials[0].user_attrs["replaced_by"] == 1
+    done = completed(trials)
+    assert len(done) == 2  # the random search's two configurations, the unfinished one among them
+    trial = next(t for t in done if t.params == running.params)
+    assert trial.number == 1 and not (tmp_path / "one" / "bp").exists()  # written in the archive, under the
+    assert_same_metrics(tmp_path / "kept" / "bp" / "trial-0000.h5",  # run file name the first trial was given
+                        reference("bp", running.params, 0, epochs=1))
 
 
 def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):

@@ -16,6 +16,7 @@ def add_parser(sub):
                     "directory); run the same command again to resume an interrupted sweep.",
         epilog="examples:\n  biotp sweep analysis/sweeps/mlp_digits.yaml\n"
                "  biotp sweep analysis/sweeps/mlp_digits.yaml --report\n"
+               "  biotp sweep analysis/sweeps/mlp_digits.yaml --archive analysis/results/sweeps/mlp_digits\n"
                "  biotp sweep SWEEP.yaml --dask tcp://scheduler:8786 --storage postgresql://user@host/db\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="sweep YAML file")
@@ -25,6 +26,10 @@ def add_parser(sub):
     p.add_argument("--best-to", metavar="FILE",
                    help="with --report: write FILE, a sweep training each rule's best configuration over --seeds "
                         "for --epochs on all the data (the second stage of a search)")
+    p.add_argument("--archive", metavar="DIR",
+                   help="instead of running: copy the studies and the finished trials' run files, without their "
+                        "checkpoints, to the new directory DIR (a compact record to commit; read it back with "
+                        "--out DIR --report)")
     p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of --best-to (default: 0,1,2)")
     p.add_argument("--epochs", type=count, help="epochs of --best-to (default: the circuit's schedule.epochs)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
@@ -40,11 +45,18 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..sweep import load_sweep, report, run_sweep, write_best
+    from ..sweep import archive, load_sweep, report, run_sweep, write_best
 
     sweep = load_sweep(args.sweep, out=args.out)
     if args.best_to and not args.report:
         raise BiotpError("--best-to: expected with --report (the best configurations come from the finished search)")
+    if args.archive:
+        if args.report:
+            raise BiotpError("--archive: expected without --report (archive, then `--out DIR --report`)")
+        copied = archive(sweep, args.archive, storage=args.storage)
+        print(f"archived {sweep.source} to {args.archive}: "
+              + ", ".join(f"{rule} {n} run files" for rule, n in copied.items()))
+        return 0
     if args.workers is not None and args.workers < 1:
         raise BiotpError(f"--workers {args.workers}: expected at least 1")
     if not args.report:
