@@ -2,6 +2,7 @@
 measured in the run files of a runs directory.
 
     python analysis/reproduce_tables.py [RUNS_DIR] [--seed 000,002,003,004] [--found]
+    python analysis/reproduce_tables.py [RUNS_DIR] --seeds-table [--archive analysis/results]
 
 Every table row names the run files that reproduce it (the first that exists is used; the
 names are those analysis/reproduce_mnist.sh writes, or `biotp train`'s default
@@ -393,7 +394,14 @@ def verdict(paper: float, errors: list[float]) -> str:
     return f"no: the paper lies {(mean - paper) / std:.1f} s.d. below our mean" if std > 0 else "no"
 
 
-def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[float], str, str]:
+def sweep_directory(path: Path, runs_dir: Path, archive: Path) -> Path:
+    """Where the sweep file `path` ran: `runs_dir/sweeps/<stem>`, else its committed record
+    (`biotp sweep --archive`) under `archive/sweeps/<stem>`."""
+    out, kept = runs_dir / "sweeps" / path.stem, archive / "sweeps" / path.stem
+    return kept if not (out / "study.db").exists() and (kept / "study.db").exists() else out
+
+
+def _seeds_of(row: Reproduction, runs_dir: Path, archive: Path) -> tuple[list[float], list[float], str, str]:
     """(final test errors %, test errors % at best val, length, where) of the row's seeds, or
     empty lists and why ("where" is the sweep file or the run files)."""
     if row.sweep:
@@ -402,7 +410,7 @@ def _seeds_of(row: Reproduction, runs_dir: Path) -> tuple[list[float], list[floa
         path = ROOT / row.sweep
         if not path.exists():
             return [], [], "–", "not run (no sweep file yet)"
-        sweep, studies, never_ran = _sweep(path, runs_dir / "sweeps" / path.stem)
+        sweep, studies, never_ran = _sweep(path, sweep_directory(path, runs_dir, archive))
         length = f"{sweep.spec.epochs}"
         if never_ran:
             return [], [], length, "not run"
@@ -446,22 +454,33 @@ def _pm(values: list[float]) -> str:
     return f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else "")
 
 
-def render_reproductions(runs_dir: str | Path = "runs") -> str:
-    """The reproduction table: each row's paper number beside our mean ± sample s.d. over seeds."""
-    runs_dir = Path(runs_dir)
+ARCHIVE = ROOT / "analysis" / "results"
+
+
+def render_reproductions(runs_dir: str | Path = "runs", archive: str | Path = ARCHIVE) -> str:
+    """The reproduction table: each row's paper number beside our mean ± sample s.d. over seeds
+    (a sweep that has not run under `runs_dir` is read from its record under `archive`)."""
+    runs_dir, archive = Path(runs_dir), Path(archive)
     lines = ["| paper | network | method | paper: test error % | measure | epochs | test error % (mean ± s.d.) "
              "| final test error % | seeds | reproduced? | sweep file or runs |",
              "|---|---|---|---:|---|---:|---:|---:|---|---|---|"]
     for row in REPRODUCTIONS:
-        final, best, length, where = _seeds_of(row, runs_dir)
+        final, best, length, where = _seeds_of(row, runs_dir, archive)
         measured = best if row.at == "best_val" else final
         source = f"`{row.sweep}`" if row.sweep else ", ".join(f"`{runs_dir / r}`" for r in row.runs)
+        if row.sweep and (directory := sweep_directory(ROOT / row.sweep, runs_dir, archive)).is_relative_to(archive):
+            source += f" (record: `{_shown(directory)}`)"
         measure = "at best val" if row.at == "best_val" else "final"
         lines.append(f"| {row.source} | {row.network} | {row.method} | {row.paper:.2f} | {measure} | {length} "
                      f"| {_pm(measured)} | {_pm(final)} | {where} | {verdict(row.paper, measured)} | {source} |")
     lines += ["", f"mean ± sample s.d. over seeds; \"reproduced\": our mean at or below the paper's error, or "
                   f"the paper's error within our mean ± 2 s.d. (at least {MIN_SEEDS} seeds)."]
     return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # ------------------------------------------------------------------------- rendering
@@ -554,12 +573,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", help=f"comma-separated seeds, some of {','.join(SEEDS)} (default all)")
     p.add_argument("--found", action="store_true", help="only rows that have a run file")
     p.add_argument("--seeds-table", action="store_true",
-                   help="instead: the rows trained over seeds (sweeps under RUNS_DIR/sweeps), mean ± s.d. "
-                        "beside the paper, and whether each is reproduced")
+                   help="instead: the rows trained over seeds (sweeps under RUNS_DIR/sweeps, else their records "
+                        "under --archive), mean ± s.d. beside the paper, and whether each is reproduced")
+    p.add_argument("--archive", type=Path, default=ARCHIVE, metavar="DIR",
+                   help="with --seeds-table: the sweeps' committed records, DIR/sweeps/<name> (written by "
+                        "`biotp sweep SWEEP.yaml --archive`; default analysis/results)")
     args = p.parse_args(argv)
     try:
         if args.seeds_table:
-            print(render_reproductions(args.runs_dir))
+            print(render_reproductions(args.runs_dir, args.archive))
             return 0
         print(render(args.runs_dir, args.seed.split(",") if args.seed else None, args.found))
     except BiotpError as err:

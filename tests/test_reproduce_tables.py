@@ -128,6 +128,12 @@ def test_seeds_table_reads_a_sweep(tables, tmp_path, monkeypatch):
     assert cells[6] == cells[7] == f"{mean:.2f} ± {sd:.2f}"
     assert cells[5] == "1" and cells[8] == "3 seeds" and cells[9] == tables.verdict(0.5, finals)
     assert _row(text, "| t | net | DTP |")[8] == "not run (no sweep file yet)"
+    # the sweep's committed record (`biotp sweep --archive`) read where no run directory has it
+    from biotp.sweep import archive
+
+    archive(load_sweep(path, out=runs / "sweeps" / "tiny"), tmp_path / "results" / "sweeps" / "tiny")
+    kept = _row(tables.render_reproductions(tmp_path / "elsewhere", tmp_path / "results"), "| t | net | BP |")
+    assert kept[:10] == cells[:10] and kept[10].endswith(f"(record: `{tmp_path / 'results' / 'sweeps' / 'tiny'}`)")
     # the same study read by the sweep with a fourth seed still to run: the three done so far
     (tmp_path / "more").mkdir()
     spec["seeds"] = [0, 1, 2, 3]
