@@ -903,13 +903,14 @@ def load_studies(sweep: Sweep, storage: str | None = None) -> dict:
 
 
 def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[str, int]:
-    """Copy the sweep to `dest`, a new directory: its studies (an SQLite study.db, whatever
-    storage the sweep used) and its finished trials' run files without their checkpoints — the
-    compact record of a sweep to keep or commit, read as the sweep's directory (`--out DEST`) by
-    `--report`, `biotp inspect DEST/study.db` and analysis/reproduce_tables.py.  A trial still
-    running is copied as it stands, without its run file: the sweep run on `dest` replaces it,
-    as it replaces a killed sweep's, and trains it from the start.  Returns {rule: run files
-    copied}; `dest` appears whole or not at all."""
+    """Copy the sweep to `dest`: its studies (an SQLite study.db, whatever storage the sweep
+    used) and its finished trials' run files without their checkpoints — the compact record of
+    a sweep to keep or commit, read as the sweep's directory (`--out DEST`) by `--report`,
+    `biotp inspect DEST/study.db` and analysis/reproduce_tables.py.  A trial still running is
+    copied as it stands, without its run file: the sweep run on `dest` replaces it, as it
+    replaces a killed sweep's, and trains it from the start.  An existing `dest` is replaced
+    only by a newer record of the same sweep (every trial it holds finished, finished the same
+    way).  Returns {rule: run files copied}; `dest` is written beside and renamed into place."""
     import shutil
 
     import optuna
@@ -918,10 +919,11 @@ def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[
     from .runs import copy_record
 
     dest = Path(dest)
-    if dest.exists():
-        raise BiotpError(f"--archive {dest}: already exists; expected a new directory")
+    if dest.resolve().is_relative_to(sweep.out.resolve()):
+        raise BiotpError(f"--archive {dest}: inside the sweep's own directory {sweep.out}; expected another directory")
+    kept = _archived(sweep, dest) if dest.exists() else {}
     studies, source = load_studies(sweep, storage), storage_for(storage or default_storage(sweep))
-    scratch = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    scratch, old = (dest.with_name(f"{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     copied = {}
@@ -929,18 +931,64 @@ def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[
         target = storage_for(f"sqlite:///{(scratch / 'study.db').resolve()}")
         for rule, study in studies.items():
             optuna.copy_study(from_study_name=study.study_name, from_storage=source, to_storage=target)
-            copied[rule] = 0
-            for t in optuna.load_study(study_name=study.study_name, storage=target).get_trials(deepcopy=False):
+            copied[rule], trials = 0, optuna.load_study(study_name=study.study_name, storage=target).get_trials(deepcopy=False)
+            lost = sorted(set(kept.get(rule, {}).items()) - {(t.number, (t.state.name, t.value)) for t in trials})
+            if lost:
+                raise BiotpError(f"--archive {dest}: holds {rule} trial {lost[0][0]} ({lost[0][1][0].lower()}), which the "
+                                 f"sweep's study {'no longer has' if lost[0][0] >= len(trials) else 'has otherwise'}; "
+                                 f"expected a newer record of the same study, or a new directory")
+            for t in trials:
                 if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
                     run = run_file_of(t.user_attrs, study, sweep.out)
                     copy_record(run, scratch / rule / run.name)
                     copied[rule] += 1
         target.engine.dispose()
+        if dest.exists():
+            os.rename(dest, old)
         os.rename(scratch, dest)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return copied
+
+
+def _archived(sweep: Sweep, dest: Path) -> dict[str, dict[int, tuple]]:
+    """{rule: {trial number: (state, value)}} of the finished trials of an earlier `archive` of
+    `sweep` at `dest`; anything else there is an error (it is not overwritten)."""
+    import optuna
+
+    if not (dest / "study.db").is_file():
+        raise BiotpError(f"--archive {dest}: exists and holds no study.db; expected a new directory or an earlier "
+                         f"--archive of {sweep.source}")
+    (storage, names), kept = open_study_db(dest / "study.db"), {}
+    missing = [sweep.study_name(rule) for rule in sweep.spec.rules if sweep.study_name(rule) not in names]
+    if missing:
+        raise BiotpError(f"--archive {dest}: exists and is not a record of {sweep.source} (its study.db has no study "
+                         f"{missing[0]!r}); expected a new directory or an earlier --archive of this sweep")
+    for rule in sweep.spec.rules:
+        study = optuna.load_study(study_name=sweep.study_name(rule), storage=storage)
+        kept[rule] = {t.number: (t.state.name, t.value) for t in study.get_trials(deepcopy=False) if _settled(t)}
+    storage.engine.dispose()
+    return kept
+
+
+def open_study_db(path: Path):
+    """(storage, study names) of a sweep's SQLite study.db; a file that is not one is a
+    BiotpError, and is left as it was (Optuna would add its tables to any SQLite file)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise BiotpError(f"{path}: not a readable SQLite database ({err}); expected a sweep's study.db") from None
+    storage = storage_for(f"sqlite:///{path.resolve()}") if "studies" in tables else None
+    names = optuna.study.get_all_study_names(storage) if storage else []
+    if not names:
+        raise BiotpError(f"{path}: an SQLite database with no Optuna study in it; expected a sweep's study.db")
+    return storage, names
 
 
 def describe_storage(path: str | Path) -> str:
@@ -952,17 +1000,8 @@ def describe_storage(path: str | Path) -> str:
 
     from .runs import aligned
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(path)
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:  # Optuna would add its tables
-            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
-    except sqlite3.DatabaseError as err:
-        raise BiotpError(f"{path}: not a readable SQLite database ({err}); expected a sweep's study.db") from None
-    storage = storage_for(f"sqlite:///{path.resolve()}") if "studies" in tables else None
-    names = optuna.study.get_all_study_names(storage) if storage else []
-    if not names:
-        raise BiotpError(f"{path}: an SQLite database with no Optuna study in it; expected a sweep's study.db")
+    storage, names = open_study_db(path)
     lines = [f"{path}: the Optuna studies of a sweep, one per rule; `biotp sweep SWEEP.yaml --report` "
              f"summarises them over seeds"]
     for name in names:

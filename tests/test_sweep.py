@@ -248,7 +248,7 @@ def test_an_archive_keeps_the_studies_and_records_without_checkpoints_and_report
         run_sweep(archived, workers=1, log=lines.append)
         assert lines == [] and len(trials_of(archived)) == 4
         assert main(["sweep", sweep.source, "--out", str(kept), "--archive", str(kept)]) == 2
-        assert "already exists; expected a new directory" in capsys.readouterr().err
+        assert "inside the sweep's own directory" in capsys.readouterr().err
     finally:
         os.rename(moved, sweep.out)
     never = load_sweep(write_sweep(tmp_path, "never", RANDOM), out=tmp_path / "never")
@@ -257,26 +257,54 @@ def test_an_archive_keeps_the_studies_and_records_without_checkpoints_and_report
     assert not (tmp_path / "never-kept").exists() and not list(tmp_path.glob("never-kept.tmp-*"))
 
 
-def test_an_archived_unfinished_trial_is_trained_again_from_the_start(tmp_path, pool):
+def test_an_archived_unfinished_trial_is_trained_again_and_a_newer_record_replaces_the_old(tmp_path, pool):
+    import shutil
+
     from biotp.sweep import Driver
 
     sweep = load_sweep(write_sweep(tmp_path, "one", RANDOM, seeds=[0]), out=tmp_path / "one")
     sweep.out.mkdir()
     driver = Driver(sweep)
     running = driver.next_trial(driver.studies["bp"])  # taken, as by a sweep killed mid-trial
-    archive(sweep, tmp_path / "kept")
-    kept = load_sweep(sweep.source, out=tmp_path / "kept")
-    (left,) = trials_of(kept)
-    assert left.state.name == "RUNNING" and not (tmp_path / "kept" / "bp").exists()  # no run file to copy
-    run_sweep(kept, workers=2, executor=pool, log=lambda line: None)
-    trials = trials_of(kept)
+    shutil.copytree(sweep.out, tmp_path / "early")
+    kept = tmp_path / "kept"
+    archive(sweep, kept)
+    shutil.copytree(kept, tmp_path / "copy")
+    (left,) = trials_of(load_sweep(sweep.source, out=kept))
+    assert left.state.name == "RUNNING" and not (kept / "bp").exists()  # no run file to copy
+
+    # run on a copy of the record, the unfinished trial is replaced and trained from the start
+    again = load_sweep(sweep.source, out=tmp_path / "copy")
+    run_sweep(again, workers=2, executor=pool, log=lambda line: None)
+    trials = trials_of(again)
     assert trials[0].state.name == "FAIL" and trials[0].user_attrs["replaced_by"] == 1
     done = completed(trials)
     assert len(done) == 2  # the random search's two configurations, the unfinished one among them
     trial = next(t for t in done if t.params == running.params)
-    assert trial.number == 1 and not (tmp_path / "one" / "bp").exists()  # written in the archive, under the
-    assert_same_metrics(tmp_path / "kept" / "bp" / "trial-0000.h5",  # run file name the first trial was given
+    assert trial.number == 1 and not (sweep.out / "bp").exists()  # written in the copy, under the
+    assert_same_metrics(tmp_path / "copy" / "bp" / "trial-0000.h5",  # run file name the first trial was given
                         reference("bp", running.params, 0, epochs=1))
+
+    # the original finishes too; its newer record replaces the old, the same as the copy's
+    run_sweep(sweep, workers=2, executor=pool, log=lambda line: None)
+    assert archive(sweep, kept) == {"bp": 2}
+    assert [(t.number, t.state.name, t.value) for t in trials_of(load_sweep(sweep.source, out=kept))] == \
+        [(t.number, t.state.name, t.value) for t in trials]
+    assert sorted(p.name for p in (kept / "bp").iterdir()) == sorted(p.name for p in (sweep.out / "bp").iterdir())
+    assert archive(again, kept) == {"bp": 2}  # the same record, from elsewhere
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+    # an older record, another sweep's or another directory does not replace what `kept` holds
+    before = (kept / "study.db").read_bytes()
+    with pytest.raises(BiotpError, match=r"kept: holds bp trial 1 \(complete\), which the sweep's study no longer has"):
+        archive(load_sweep(sweep.source, out=tmp_path / "early"), kept)
+    other = load_sweep(write_sweep(tmp_path, "other", RANDOM, seeds=[0]), out=tmp_path / "one")
+    with pytest.raises(BiotpError, match=r"kept: exists and is not a record of .*other.yaml \(its study.db has no study 'other-bp'\)"):
+        archive(other, kept)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(BiotpError, match=r"plain: exists and holds no study.db"):
+        archive(sweep, tmp_path / "plain")
+    assert (kept / "study.db").read_bytes() == before
 
 
 def test_inspect_names_a_database_that_holds_no_study(tmp_path, capsys):

@@ -28,8 +28,8 @@ def add_parser(sub):
                         "for --epochs on all the data (the second stage of a search)")
     p.add_argument("--archive", metavar="DIR",
                    help="instead of running: copy the studies and the finished trials' run files, without their "
-                        "checkpoints, to the new directory DIR (a compact record to commit; read it back with "
-                        "--out DIR --report)")
+                        "checkpoints, to DIR (new, or an earlier --archive of this sweep, then brought up to date): a "
+                        "compact record to commit; read it back with --out DIR --report")
     p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="seeds of --best-to (default: 0,1,2)")
     p.add_argument("--epochs", type=count, help="epochs of --best-to (default: the circuit's schedule.epochs)")
     p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
