@@ -1010,7 +1010,7 @@ def describe_storage(path: str | Path) -> str:
         counts = collections.Counter(t.state.name.lower() for t in trials)
         lines += ["", f"study {name} ({objective.get('direction', study.direction.name.lower())} "
                       f"{objective.get('metric', 'the objective')} at {objective.get('at', '?')}; output "
-                      f"{study.user_attrs.get('out', '?')}): {len(trials)} trials"
+                      f"{study.user_attrs.get('out', '?')}): {len(trials)} trial{'s' * (len(trials) != 1)}"
                       + "".join(f", {n} {state}" for state, n in sorted(counts.items()))]
         if not trials:
             continue

@@ -24,7 +24,7 @@ from biotp.circuit import load_circuit
 from biotp.cli import main
 from biotp.errors import BiotpError, ConfigError
 from biotp.runs import open_run
-from biotp.sweep import RuleResult, SweepReport, archive, load_sweep, report, run_sweep, write_best
+from biotp.sweep import RuleResult, SweepReport, archive, describe_storage, load_sweep, report, run_sweep, write_best
 from biotp.training import train
 
 MLP = Path(__file__).resolve().parents[1] / "circuits" / "mlp.yaml"
@@ -272,6 +272,8 @@ def test_an_archived_unfinished_trial_is_trained_again_and_a_newer_record_replac
     shutil.copytree(kept, tmp_path / "copy")
     (left,) = trials_of(load_sweep(sweep.source, out=kept))
     assert left.state.name == "RUNNING" and not (kept / "bp").exists()  # no run file to copy
+    assert "one-bp (minimize val_error at best; output " in describe_storage(kept / "study.db").split("\n")[2]
+    assert describe_storage(kept / "study.db").split("\n")[2].endswith("): 1 trial, 1 running")
 
     # run on a copy of the record, the unfinished trial is replaced and trained from the start
     again = load_sweep(sweep.source, out=tmp_path / "copy")
