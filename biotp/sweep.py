@@ -925,9 +925,9 @@ def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[
     studies, source = load_studies(sweep, storage), storage_for(storage or default_storage(sweep))
     scratch, old = (dest.with_name(f"{dest.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
     shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
     copied = {}
     try:
+        scratch.mkdir(parents=True)
         target = storage_for(f"sqlite:///{(scratch / 'study.db').resolve()}")
         for rule, study in studies.items():
             optuna.copy_study(from_study_name=study.study_name, from_storage=source, to_storage=target)
@@ -947,8 +947,11 @@ def archive(sweep: Sweep, dest: str | Path, storage: str | None = None) -> dict[
             os.rename(dest, old)
         os.rename(scratch, dest)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(scratch, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise BiotpError(f"--archive {dest}: cannot write {err.filename or dest} ({err.strerror or err}); "
+                             f"expected a writable place") from None
         raise
     return copied
 

@@ -306,6 +306,9 @@ def test_an_archived_unfinished_trial_is_trained_again_and_a_newer_record_replac
     (tmp_path / "plain").mkdir()
     with pytest.raises(BiotpError, match=r"plain: exists and holds no study.db"):
         archive(sweep, tmp_path / "plain")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(BiotpError, match=r"a_file/kept: cannot write .*a_file/kept.tmp-\d+ \(Not a directory\)"):
+        archive(sweep, tmp_path / "a_file" / "kept")
     assert (kept / "study.db").read_bytes() == before
 
 
